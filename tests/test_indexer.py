@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ragtune.errors import EmbedderMismatchError
+from ragtune.errors import EmbedderMismatchError, InputError
 from tests.conftest import EXAMPLE_DOCS, write_docs
 
 
@@ -68,8 +68,20 @@ def test_bad_files_are_listed_and_do_not_stop_the_run(project, tmp_path):
 
 
 def test_missing_path_is_reported(project, tmp_path):
-    report = project.index([str(tmp_path / "nope")], progress=False)
+    folder = write_docs(tmp_path / "docs", {"a.txt": "text"})
+    report = project.index([str(folder), str(tmp_path / "nope")], progress=False)
     assert report.skipped == [(str(tmp_path / "nope"), "no such file or folder")]
+    with pytest.raises(InputError, match="no such file or folder"):
+        project.index([str(tmp_path / "nope")], progress=False)
+
+
+def test_same_row_id_in_two_files_is_refused(project, tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"_id": "1", "text": "from a"}\n')
+    (tmp_path / "b.jsonl").write_text('{"_id": "1", "text": "from b"}\n{"_id": "2", "text": "b two"}\n')
+    report = project.index([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], progress=False)
+    assert any("already comes from" in why for _, why in report.skipped)
+    assert project.search("from", mode="bm25")[0].text == "from a"
+    assert sorted(d.id for d in project.store().list_documents()) == ["1", "2"]
 
 
 def test_stdin_document_with_groups_and_metadata(project, monkeypatch):

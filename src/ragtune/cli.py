@@ -165,7 +165,9 @@ def docs_rm(doc_ids: List[str] = typer.Argument(..., help="Document ids to remov
 def main() -> None:
     """Console entry point: user mistakes print one clear line and exit 2 (tracebacks with -v)."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except RagtuneError as exc:
         if _state["verbose"]:
             raise

@@ -24,10 +24,11 @@ class _Section(BaseModel):
 
 
 class EmbedderConfig(_Section):
-    backend: str = Field("sentence-transformers", description="Embedder backend: sentence-transformers or hashing (tests).")
+    backend: str = Field("sentence-transformers", description="Embedder backend: sentence-transformers (torch), onnx, or hashing (tests).")
     model: str = Field(DEFAULT_EMBEDDER, description="HF model id or local folder of a sentence-transformers model.")
     batch_size: int = Field(32, ge=1, description="Texts per forward pass.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    quantize: Literal["none", "int8"] = Field("int8", description="onnx backend only: dynamic int8 per-channel quantization, or none (fp32).")
     dimension: int = Field(256, ge=8, description="Vector size of the hashing embedder (ignored by model backends).")
 
 
@@ -85,15 +86,16 @@ def _line_of(node: Any, loc: tuple) -> int | None:
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if getattr(k, "value", None) == str(key)]
+            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == str(key)]
             if not match:
                 break
-            node = match[0]
+            key_node, node = match[0]
+            line = key_node.start_mark.line + 1  # the line that names the field
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
+            line = node.start_mark.line + 1
         else:
             break
-        line = node.start_mark.line + 1
     return line
 
 
@@ -139,8 +141,12 @@ def apply_overrides(config: ProjectConfig, overrides: dict[str, Any]) -> Project
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"command-line option: field '{dotted}': unknown setting")
             node = node[part]
-        node[leaf] = value
+        if not isinstance(node, dict):
+            raise ConfigError(f"command-line option: field '{dotted}': unknown setting")
+        node[leaf] = value  # an unknown leaf is reported by validation below
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as exc:

@@ -4,9 +4,9 @@ A chunk never crosses a section (page, Markdown section). Sentences are packed g
 `size` tokens; the next chunk starts with whole trailing sentences of the previous one worth at
 most `overlap` tokens. A sentence longer than a chunk is cut at token boundaries.
 
->>> doc = Document(id="a.md", sections=[Section("One. Two three. Four.")])
->>> [c.text for c in chunk_document(doc, HashingEmbedder(EmbedderConfig()), size=3, overlap=0)]
-['One. Two three.', 'Four.']
+>>> doc = Document(id="a.md", sections=[Section("One two three four five. Six seven eight nine ten. Eleven.")])
+>>> [c.text for c in chunk_document(doc, HashingEmbedder(EmbedderConfig()), size=8, overlap=0)]
+['One two three four five.', 'Six seven eight nine ten. Eleven.']
 """
 from __future__ import annotations
 
@@ -55,12 +55,17 @@ def chunk_document(doc: Document, embedder, size: int = 200, overlap: int = 32,
             owners.append(s_index)
     headers = [header_of(doc, s.title) if prepend_title else "" for _, s in sections]
     unique_headers = sorted(set(headers))
-    header_tokens = dict(zip(unique_headers, map(len, embedder.token_spans(unique_headers))))
+    header_tokens = {}
+    for header, spans in zip(unique_headers, embedder.token_spans(unique_headers)):
+        limit = size // 2  # a long title must not crowd out the text
+        header_tokens[header] = (header[:spans[limit - 1][1]], limit) if len(spans) > limit else (header, len(spans))
+    headers = [header_tokens[h][0] for h in headers]
+    header_tokens = {short: n for short, n in header_tokens.values()}
     token_spans = embedder.token_spans([full[a:b] for a, b in all_units]) if all_units else []
 
     chunks: list[Chunk] = []
     for s_index, (_, section) in enumerate(sections):
-        budget = max(8, size - header_tokens[headers[s_index]] - (1 if headers[s_index] else 0))
+        budget = size - header_tokens[headers[s_index]] - (1 if headers[s_index] else 0)
         pieces: list[tuple[int, int, int]] = []  # (start, end, tokens), long sentences cut
         for (a, b), spans, owner in zip(all_units, token_spans, owners):
             if owner != s_index:
@@ -68,10 +73,7 @@ def chunk_document(doc: Document, embedder, size: int = 200, overlap: int = 32,
             if len(spans) <= budget:
                 pieces.append((a, b, max(1, len(spans))))
                 continue
-            for i in range(0, len(spans), budget):
-                part = spans[i:i + budget]
-                end = b if i + budget >= len(spans) else a + spans[i + budget][0]
-                pieces.append((a + part[0][0], end, len(part)))
+            pieces.extend(_cut(a, spans, budget))
         current: list[tuple[int, int, int]] = []
         for piece in pieces:
             if current and sum(p[2] for p in current) + piece[2] > budget:
@@ -87,6 +89,22 @@ def chunk_document(doc: Document, embedder, size: int = 200, overlap: int = 32,
         if current:
             _emit(chunks, doc, full, current, section, headers[s_index])
     return chunks
+
+
+def _cut(offset: int, spans: list[tuple[int, int]], budget: int) -> list[tuple[int, int, int]]:
+    """Pieces (start, end, tokens) of an over-long sentence, cut where a new word starts."""
+    pieces, i = [], 0
+    while i < len(spans):
+        j = min(i + budget, len(spans))
+        if j < len(spans):
+            # back off to a word boundary (a gap before the token) so no word is split
+            k = j
+            while k > i + 1 and spans[k][0] == spans[k - 1][1]:
+                k -= 1
+            j = k if k > i + 1 else j
+        pieces.append((offset + spans[i][0], offset + spans[j - 1][1], j - i))
+        i = j
+    return pieces
 
 
 def _emit(chunks: list[Chunk], doc: Document, full: str, pieces, section, header: str) -> None:

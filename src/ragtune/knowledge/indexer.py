@@ -110,6 +110,9 @@ def index_paths(store, embedder, paths: list[str], chunking: ChunkingConfig | No
     info = embedder.info()
     store.check_embedder(info)
     files = discover([p for p in paths if p != "-"], ingest, report)
+    missing = [w for w, why in report.skipped if why == "no such file or folder"]
+    if paths and "-" not in paths and len(missing) == len(paths):
+        raise InputError(f"no such file or folder: {', '.join(missing)}")
     if paths and not files and "-" not in paths and not report.skipped:
         raise InputError(f"nothing to index in {', '.join(paths)}")
     known = store.file_hashes()
@@ -183,6 +186,7 @@ class _BatchWriter:
         self.pending: list[IndexedDocument] = []
         self.pending_files: list[tuple[str, str]] = []
         self.pending_deletes: list[str] = []
+        self.claimed: dict[str, str | None] = {}  # document id -> file key, in this run
 
     def add_file(self, key: str | None, digest: str | None, documents: Iterator[Document]) -> None:
         previous = self.store.documents_of_file(key) if key else {}
@@ -192,6 +196,12 @@ class _BatchWriter:
                 self.report.skipped.append((f"{key}", f"duplicate document id '{doc.id}'; later copy skipped"))
                 continue
             seen.add(doc.id)
+            owner = self.claimed.get(doc.id, self.store.file_of(doc.id) if doc.id not in previous else key)
+            if owner is not None and key is not None and owner != key:
+                self.report.skipped.append((key, f"document id '{doc.id}' already comes from {owner}; "
+                                                 "give rows unique ids (or remove the other file)"))
+                continue
+            self.claimed[doc.id] = key
             doc.content_hash = document_hash(doc)
             if previous.get(doc.id) == doc.content_hash:
                 self.report.documents_unchanged += 1

@@ -33,7 +33,7 @@ def _decode(raw: bytes, path: Path) -> str:
 
 
 def _read_text(path: Path) -> str:
-    text = _decode(path.read_bytes(), path)
+    text = _decode(path.read_bytes(), path).replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise InputError(f"{path}: empty file")
     return text
@@ -100,7 +100,7 @@ def read_html(path: Path, doc_id: str, config: IngestConfig) -> Iterator[Documen
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     for tag in soup.find_all(_INVISIBLE):
         tag.decompose()
-    for tag in soup.find_all(style=re.compile(r"display\s*:\s*none")):
+    for tag in soup.find_all(style=re.compile(r"display\s*:\s*none", re.I)):
         tag.decompose()
     for tag in soup.find_all(attrs={"hidden": True}):
         tag.decompose()
@@ -108,9 +108,13 @@ def read_html(path: Path, doc_id: str, config: IngestConfig) -> Iterator[Documen
     marker = "\x00"
     for heading in root.find_all(["h1", "h2", "h3", "h4"]):
         heading.replace_with(f"\n{marker}{heading.get_text(' ', strip=True)}{marker}\n")
-    blocks = {"p", "div", "li", "tr", "br", "pre", "blockquote", "section", "table", "ul", "ol", "dd", "dt"}
+    blocks = {"p", "div", "li", "tr", "br", "pre", "blockquote", "section", "table", "ul", "ol", "dd", "dt", "dl",
+              "h5", "h6", "figure", "figcaption", "hr", "address", "caption"}
     for tag in root.find_all(blocks):
+        tag.insert_before("\n")
         tag.insert_after("\n")
+    for tag in root.find_all(["td", "th"]):
+        tag.insert_after(" ")
     raw = root.get_text("")
     sections, current_title = [], None
     for i, part in enumerate(raw.split(marker)):
@@ -119,9 +123,11 @@ def read_html(path: Path, doc_id: str, config: IngestConfig) -> Iterator[Documen
             title = title or current_title
             continue
         lines = [re.sub(r"[ \t\r\f\v]+", " ", ln).strip() for ln in part.splitlines()]
-        body = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+        body = re.sub(r"\n{2,}", "\n", "\n".join(lines)).strip()
         if body:
             sections.append(Section(body, title=current_title))
+    if not sections and current_title:  # a page whose only text is its heading
+        sections.append(Section(current_title, title=current_title))
     if not sections:
         raise InputError(f"{path}: no visible text")
     yield Document(id=doc_id, title=title or path.stem, sections=sections)
@@ -148,9 +154,12 @@ def read_pdf(path: Path, doc_id: str, config: IngestConfig) -> Iterator[Document
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return path.open("r", encoding="utf-8-sig", errors="replace", newline="")
+    """Streamed text of a row-per-document file (gzip allowed); refuses binary content."""
+    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+    if b"\x00" in raw.peek(8192)[:8192]:
+        raw.close()
+        raise InputError(f"{path}: binary file, not text")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
 
 
 def read_jsonl(path: Path, doc_id: str, config: IngestConfig) -> Iterator[Document | InputError]:
@@ -189,7 +198,8 @@ def read_csv(path: Path, doc_id: str, config: IngestConfig) -> Iterator[Document
         if config.csv_text_column not in columns:
             raise InputError(f"{path}: no column '{config.csv_text_column}' (columns: {', '.join(columns) or 'none'}). "
                              f"Set ingest.csv_text_column in ragtune.yaml to the column holding the text.")
-        for number, row in enumerate(reader, start=2):
+        for row in reader:
+            number = reader.line_num
             text = (row.get(config.csv_text_column) or "").strip()
             if not text:
                 yield InputError(f"{path}:{number}: empty '{config.csv_text_column}'; row skipped")

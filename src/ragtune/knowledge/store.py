@@ -278,6 +278,11 @@ class SQLiteStore:
         """{document id: content hash} of the documents that came from `file`."""
         return dict(self.conn.execute("SELECT id, content_hash FROM documents WHERE file=?", (file,)))
 
+    def file_of(self, doc_id: str) -> str | None:
+        """Source-file key of a stored document (None if absent or not from a file)."""
+        row = self.conn.execute("SELECT file FROM documents WHERE id=?", (doc_id,)).fetchone()
+        return row[0] if row else None
+
     def files_with_documents(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT file FROM documents WHERE file IS NOT NULL")]
 

@@ -16,7 +16,11 @@ from ragtune.config import BM25Config
 from ragtune.retrieve.dense import top_k
 
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)
+def _bm25s():
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its logger to DEBUG on import
+    return bm25s
 
 
 class SparseResult(NamedTuple):
@@ -35,9 +39,7 @@ def _stemmer(language: str | None):
 
 def tokenize(texts: list[str], config: BM25Config) -> list[list[str]]:
     """Lowercased word tokens, stopwords removed, stemmed: the same analysis for corpus and queries."""
-    import bm25s
-
-    return bm25s.tokenize(texts, stopwords=config.stopwords or [], stemmer=_stemmer(config.stemmer),
+    return _bm25s().tokenize(texts, stopwords=config.stopwords or [], stemmer=_stemmer(config.stemmer),
                           return_ids=False, show_progress=False)
 
 
@@ -45,11 +47,9 @@ class BM25Index:
     """A bm25s index over `texts` (position i = texts[i]). Rebuilt, not updated, on change."""
 
     def __init__(self, texts: list[str], config: BM25Config, method: str = "lucene"):
-        import bm25s
-
         self.config = config
         self.size = len(texts)
-        self.retriever = bm25s.BM25(k1=config.k1, b=config.b, method=method)
+        self.retriever = _bm25s().BM25(k1=config.k1, b=config.b, method=method)
         if texts:
             self.retriever.index(tokenize(texts, config), show_progress=False)
 

@@ -1,0 +1,135 @@
+"""Print Markdown tables of the benchmark results in benchmarks/results/*.json.
+
+    python benchmarks/report.py            # all result files
+    python benchmarks/report.py FILE...    # just these
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def f(value, digits=3, suffix=""):
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return f"{value:.{digits}f}{suffix}"
+    return str(value)
+
+
+def machine_line(r: dict) -> str:
+    m, v = r.get("machine", {}), r.get("versions", {})
+    return (f"_{m.get('nproc')} cores ({m.get('cpu_model')}), GPU {m.get('gpu')}; ragtune {v.get('ragtune')}, "
+            f"torch {v.get('torch')}, faiss {v.get('faiss')}, bm25s {v.get('bm25s')}, numpy {v.get('numpy')}; "
+            f"{r.get('created')}_")
+
+
+def beir(r: dict, name: str) -> list[str]:
+    out = [f"### {name}: {r['dataset']['name']} ({r['dataset']['queries']} queries, k={r['settings']['k']} documents)",
+           "", machine_line(r), ""]
+    idx = r.get("index", {})
+    fresh = idx.get("fresh_build") or {}
+    if fresh:
+        out.append(f"Index (fresh build): {fresh.get('documents')} documents, {fresh.get('chunks')} chunks in "
+                   f"{f(fresh.get('seconds'), 1)} s = {f(fresh.get('chunks_per_s'), 1)} chunks/s "
+                   f"({f(fresh.get('documents_per_s'), 1)} documents/s; embedding {f(fresh.get('embed_seconds'), 1)} s).")
+        out.append("")
+    targets = r.get("targets", {})
+    out += ["| mode | nDCG@10 | Recall@100 | MRR@10 | target nDCG@10 | p50 ms | p95 ms | embed p50 ms | search p50 ms | fetch p50 ms |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for mode, q in r["quality"].items():
+        lat = r["latency"][mode]
+        t = targets.get(f"{mode}_ndcg@10", {})
+        out.append(f"| {mode} | {f(q['ndcg@10'])} | {f(q['recall@100'])} | {f(q['mrr@10'])} | "
+                   f"{t.get('target', '–')} ({'met' if t.get('met') else 'not met'}) | "
+                   f"{f(lat['total']['p50_ms'], 1)} | {f(lat['total']['p95_ms'], 1)} | "
+                   f"{f(lat['stages']['embed']['p50_ms'], 1)} | {f(lat['stages']['search']['p50_ms'], 1)} | "
+                   f"{f(lat['stages']['fetch']['p50_ms'], 1)} |")
+    if "hybrid_query_p50_ms" in targets:
+        t = targets["hybrid_query_p50_ms"]
+        out += ["", f"Hybrid query p50 {f(t['value'], 1)} ms, target {t['target']} ms: {'met' if t['met'] else 'not met'}."]
+    side = r.get("side_by_side")
+    if side:
+        out += ["", f"Side by side (same chunks, vectors and queries; {r.get('repetitions')} alternating "
+                    f"repetitions of all queries; medians; tokenization timed on both sides):", "",
+                "| comparison | ours ms/query | library ms/query | ours/library | target |", "|---|---|---|---|---|"]
+        for part in ("search_only", "end_to_end"):
+            for cmp_name, row in side.get(part, {}).items():
+                if not isinstance(row, dict) or "ratio_ours_over_library" not in row:
+                    continue
+                t = targets.get(f"{cmp_name}_ratio", {})
+                out.append(f"| {cmp_name} | {f(row['median_ms_per_query']['ours'], 3)} | "
+                           f"{f(row['median_ms_per_query']['library'], 3)} | {f(row['ratio_ours_over_library'], 2)}x | "
+                           f"{t.get('target', '–')} ({'met' if t.get('met') else 'not met'}) |")
+        b = side.get("bm25_index_build")
+        if b:
+            out.append(f"| bm25_index_build ({b['chunks']} chunks, s) | {f(b['median_seconds']['ours'], 3)} | "
+                       f"{f(b['median_seconds']['library'], 3)} | {f(b['ratio_ours_over_library'], 2)}x | – |")
+        lq = side.get("library_quality")
+        if lq:
+            out += ["", "Quality of the plain-library pipelines on the same chunks (check): " + "; ".join(
+                f"{m} nDCG@10 {f(v['ndcg@10'])}, Recall@100 {f(v['recall@100'])}" for m, v in lq.items()) + "."]
+        ag = side.get("agreement")
+        if ag:
+            out += ["", "Same top-100 chunk set as the library: " + ", ".join(
+                f"{k.split('_')[0]} {v['same_set']}/{v['queries']}" for k, v in ag.items() if k.endswith("top100")) + "."]
+    return out
+
+
+def scale(r: dict, name: str) -> list[str]:
+    s, h = r["settings"], r["hnsw"]
+    mem = h["memory"]
+    out = [f"### {name}: dense ANN, N = {s['n']:,} x {r['base']['bytes'] // (4 * s['n'])} "
+           f"({s['n_real']:,} real sentence embeddings + perturbed copies; {s['queries']} held-out queries)",
+           "", machine_line(r), "",
+           f"HNSW via `DenseIndex`: M={s['hnsw_m']}, efConstruction={s['ef_construction']}; build "
+           f"{f(h['build_seconds'], 1)} s ({f(h['build_vectors_per_s'], 0)} vectors/s); index memory "
+           f"{f(mem['total_bytes'] / 2**20, 0)} MiB (graph {f(mem['graph_bytes'] / 2**20, 0)} MiB, vectors copy "
+           f"{f(mem['vectors_bytes'] / 2**20, 0)} MiB) on top of the {f(mem['base_vectors_bytes'] / 2**20, 0)} MiB "
+           f"matrix DenseIndex keeps; peak RSS {f(r['peak_rss_mib'], 0)} MiB.", "",
+           "| search | recall@10 vs exact | p50 ms | p95 ms |", "|---|---|---|---|",
+           f"| exact (DenseIndex, ann off) | 1.000 | {f(r['exact']['latency']['p50_ms'], 2)} | "
+           f"{f(r['exact']['latency']['p95_ms'], 2)} |"]
+    for row in h["sweep"]:
+        out.append(f"| HNSW efSearch={row['ef_search']} | {f(row['recall@10'], 4)} | {f(row['latency']['p50_ms'], 2)} | "
+                   f"{f(row['latency']['p95_ms'], 2)} |")
+    side = r["side_by_side"]
+    out += ["", f"Recall target {h['recall_target']}: {'met' if h['recall_target_met'] else 'not met'} "
+                f"(efSearch {h['chosen']['ef_search']}, {f(h['speedup_over_exact_p50'], 1)}x faster than exact at p50). "
+                f"DenseIndex.search vs faiss directly at that efSearch: {f(side['median_ms_per_query']['ours'], 3)} vs "
+                f"{f(side['median_ms_per_query']['library'], 3)} ms/query = {f(side['ratio_ours_over_library'], 2)}x "
+                f"({side['repetitions']} alternating repetitions, medians)."]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="*", type=Path)
+    args = parser.parse_args(argv)
+    files = args.files or sorted(RESULTS.glob("*.json"))
+    if not files:
+        print(f"no result files in {RESULTS}; run a benchmark first", file=sys.stderr)
+        return 1
+    lines: list[str] = []
+    for path in files:
+        r = json.loads(path.read_text())
+        kind = r.get("benchmark")
+        if kind == "beir":
+            lines += beir(r, path.stem)
+        elif kind == "scale":
+            lines += scale(r, path.stem)
+        else:
+            continue
+        lines.append("")
+    print("\n".join(lines).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

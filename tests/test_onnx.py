@@ -1,0 +1,83 @@
+"""ONNX Runtime backends: parity with torch on tiny models, caching, and rebuild of a bad export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragtune.config import EmbedderConfig
+from ragtune.knowledge.embedders import SentenceTransformerEmbedder, create_embedder
+from ragtune.knowledge.onnx import OnnxCrossEncoder, OnnxEmbedder
+from tests.tiny_models import tiny_cross_encoder, tiny_sentence_model
+
+TEXTS = ["the sync daemon listens on port 7741", "restore a backup archive", "dogs bark",
+         "webhooks are signed with a secret and rate limits apply per token per minute " * 3]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def sentence_model(tmp_path_factory):
+    return tiny_sentence_model(tmp_path_factory.mktemp("tiny-st"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(cache, monkeypatch):
+    monkeypatch.setenv("RAGTUNE_CACHE", str(cache))
+
+
+def test_fp32_matches_torch(sentence_model):
+    torch_vectors = SentenceTransformerEmbedder(EmbedderConfig(model=str(sentence_model))).embed(TEXTS)
+    onnx = create_embedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="none"))
+    assert isinstance(onnx, OnnxEmbedder)
+    onnx_vectors = onnx.embed(TEXTS)
+    assert onnx_vectors.shape == torch_vectors.shape
+    cosine = (onnx_vectors * torch_vectors).sum(1)
+    assert cosine.min() >= 1 - 1e-4, cosine
+    np.testing.assert_allclose(np.linalg.norm(onnx_vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_int8_stays_close_and_records_backend(sentence_model):
+    torch_vectors = SentenceTransformerEmbedder(EmbedderConfig(model=str(sentence_model))).embed(TEXTS)
+    int8 = OnnxEmbedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="int8"))
+    assert (int8.embed(TEXTS) * torch_vectors).sum(1).min() > 0.9
+    info = int8.info()
+    assert info["backend"] == "onnx-int8"
+    assert info["fingerprint"] == SentenceTransformerEmbedder(EmbedderConfig(model=str(sentence_model))).info()["fingerprint"]
+
+
+def test_token_spans_match_the_torch_tokenizer(sentence_model):
+    torch_side = SentenceTransformerEmbedder(EmbedderConfig(model=str(sentence_model)))
+    onnx_side = OnnxEmbedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="none"))
+    assert onnx_side.token_spans(TEXTS) == torch_side.token_spans(TEXTS)
+    assert onnx_side.max_tokens == torch_side.max_tokens
+
+
+def test_damaged_export_is_rebuilt(sentence_model, cache, capfd):
+    first = OnnxEmbedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="none")).embed(TEXTS)
+    exported = list((cache / "onnx").glob("*-embedder-fp32-*/model.onnx"))
+    assert len(exported) == 1
+    exported[0].write_bytes(b"not an onnx model")
+    capfd.readouterr()
+    again = OnnxEmbedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="none")).embed(TEXTS)
+    assert "exporting" in capfd.readouterr().err
+    np.testing.assert_allclose(again, first, atol=1e-6)
+
+
+def test_cross_encoder_matches_torch(tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    folder = tiny_cross_encoder(tmp_path / "ce")
+    pairs = [("where does the daemon listen", "the sync daemon listens on port 7741"),
+             ("how to restore", "dogs bark at night"), ("backup", "restore a backup archive " * 10)]
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = BertForSequenceClassification.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        expected = model(**tokenizer([q for q, _ in pairs], [d for _, d in pairs], padding=True,
+                                     return_tensors="pt")).logits[:, 0].numpy()
+    got = OnnxCrossEncoder(str(folder), quantize=None).predict(pairs)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert OnnxCrossEncoder(str(folder), quantize="int8").predict(pairs).shape == (3,)
