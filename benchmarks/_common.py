@@ -42,6 +42,20 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def ragtune_source_digest() -> str | None:
+    """sha256 over ragtune's .py source files (name + content): tells apart runs of an edited
+    working tree that all report the same package version."""
+    try:
+        import ragtune
+    except ImportError:
+        return None
+    root = Path(ragtune.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for label, dist in PACKAGES.items():
@@ -49,6 +63,7 @@ def versions() -> dict[str, str | None]:
             out[label] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[label] = None
+    out["ragtune_source_sha256"] = ragtune_source_digest()
     if out.get("faiss") is None:  # faiss-gpu or a conda build
         try:
             import faiss
@@ -112,6 +127,7 @@ def machine() -> dict:
         "memory_gib": _mem_total_gib(),
         "platform": platform.platform(),
         "threads": threads,
+        "loadavg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -152,6 +168,17 @@ def latency_summary(seconds: list[float]) -> dict:
     return {"n": len(seconds), "p50_ms": percentile(seconds, 50) * 1e3, "p95_ms": percentile(seconds, 95) * 1e3,
             "mean_ms": (sum(seconds) / len(seconds) * 1e3) if seconds else float("nan"),
             "max_ms": max(seconds) * 1e3 if seconds else float("nan")}
+
+
+def limit_blas_threads(n: int | None) -> dict | None:
+    """Limit the BLAS (OpenBLAS/MKL) pool of numpy to `n` threads for the rest of the process."""
+    if not n:
+        return None
+    from threadpoolctl import threadpool_limits, threadpool_info
+
+    threadpool_limits(n, user_api="blas")
+    return {"blas_threads": n, "pools": [{k: p.get(k) for k in ("internal_api", "num_threads", "version")}
+                                          for p in threadpool_info()]}
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

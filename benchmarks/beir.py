@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import fail, fingerprint, header, latency_summary, log, median, peak_rss_mib, write_result  # noqa: E402
+from _common import (fail, fingerprint, header, latency_summary, limit_blas_threads, log, median,  # noqa: E402
+                     peak_rss_mib, write_result)
 
 MODES = ("bm25", "dense", "hybrid")
 TARGETS = {"ndcg@10": {"bm25": 0.67, "dense": 0.64, "hybrid": 0.71}, "hybrid_query_p50_ms": 30.0,
@@ -343,10 +344,20 @@ def run_side_by_side(project, lib: Library, queries: dict[str, str], qids: list[
 
     # (b) end to end
     log("side by side (b): end to end")
-    pairs = {f"{mode}_end_to_end": (
-        (lambda i, m=mode: project.search(texts[i], mode=m, k=k, unit="documents")),
-        (lambda i, m=mode: lib.search_documents(texts[i], m, k))) for mode in modes}
+    traces: dict[str, list[dict]] = {mode: [] for mode in modes}
+
+    def ours_e2e(i: int, mode: str):
+        trace: dict = {}
+        hits = project.search(texts[i], mode=mode, k=k, unit="documents", trace=trace)
+        traces[mode].append(trace)
+        return hits
+
+    pairs = {f"{mode}_end_to_end": ((lambda i, m=mode: ours_e2e(i, m)),
+                                    (lambda i, m=mode: lib.search_documents(texts[i], m, k))) for mode in modes}
     result["end_to_end"] = side_by_side(pairs, reps, len(texts))
+    for mode in modes:  # where our time goes (trace stages; the library side has no fetch)
+        result["end_to_end"][f"{mode}_end_to_end"]["ours_stage_p50_ms"] = {
+            s: latency_summary([t.get(s, 0.0) for t in traces[mode]])["p50_ms"] for s in ("embed", "search", "fetch")}
     # Quality of the library pipelines: a check that ours ranks like the plain libraries do.
     result["library_quality"] = {mode: evaluate(qrels, {q: lib.search_documents(queries[q], mode, k) for q in qids},
                                                 qids)["means"] for mode in modes}
@@ -378,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="side-by-side repetitions (>= 5 recommended)")
     parser.add_argument("--no-side-by-side", action="store_true", help="quality and latency only")
     parser.add_argument("--no-progress", action="store_true", help="no indexing progress bar")
+    parser.add_argument("--blas-threads", type=int, default=0,
+                        help="limit numpy's BLAS pool to N threads (threadpoolctl) for the whole run; 0 = leave as is")
     parser.add_argument("--out", type=Path, help="result file (default benchmarks/results/beir-<folder>.json)")
     args = parser.parse_args(argv)
 
@@ -386,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"--modes must be a comma-separated subset of {','.join(MODES)}")
     if args.reps < 1:
         fail("--reps must be at least 1")
+    blas = limit_blas_threads(args.blas_threads)
+    loadavg_start = list(os.getloadavg())
     data = args.data.expanduser().resolve()
     files = find_data(data, args.split)
     qrels = load_qrels(files["qrels"])
@@ -439,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = header(sys.argv if argv is None else ["benchmarks/beir.py", *argv], settings={
         "data": str(data), "split": args.split, "k": args.k, "modes": modes, "unit": "documents",
-        "repetitions": args.reps, "workdir": str(workdir) if args.workdir else "(temporary)",
+        "repetitions": args.reps, "blas_threads": blas or "unchanged (library default)", "workdir": str(workdir) if args.workdir else "(temporary)",
         "ragtune_config": __import__("ragtune.config", fromlist=["ProjectConfig"]).ProjectConfig().model_dump(),
         "metric_notes": "pytrec_eval ndcg_cut.10 and recall.100 on the top-k run; recip_rank on the top-10 run "
                         "(MRR@10); scores passed to pytrec_eval are rank-derived so ties keep our order; a query "
@@ -457,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "repetitions": args.reps,
         "per_query": {"query_ids": qids, **{m: {"ndcg@10": quality[m]["per_query"]["ndcg@10"]} for m in modes}},
         "peak_rss_mib": peak_rss_mib(),
+        "loadavg_1_5_15": {"start": loadavg_start, "end": list(os.getloadavg())},
         "wall_seconds": time.perf_counter() - started,
     })
     path = write_result(f"beir-{data.name}", payload, args.out)

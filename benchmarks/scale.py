@@ -106,7 +106,7 @@ def embed_cached(texts: list[str], workdir: Path, batch_size: int):
 
 def build_base(real, n: int, sigma: float, seed: int):
     """(n, D) unit vectors: the real ones, then copies real[i % n_real] + noise (per-copy scale in
-    [0.5, 1.5] x sigma per dimension), re-normalised; rows shuffled."""
+    [0.5, 1.5] x sigma per dimension), re-normalised; rows shuffled. Also returns each row's source."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -122,12 +122,14 @@ def build_base(real, n: int, sigma: float, seed: int):
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         cos.append(np.einsum("ij,ij->i", block, src))
         base[start:end] = block
-    rng.shuffle(base, axis=0)
+    source = np.arange(n, dtype=np.int64) % n_real  # which real sentence each row is (a copy of)
+    perm = rng.permutation(n)
+    base, source = base[perm], source[perm]
     cos = np.concatenate(cos) if cos else np.zeros(0, np.float32)
     stats = {"copies": int(n - n_real),
              "cosine_copy_to_source": ({"p5": float(np.percentile(cos, 5)), "p50": float(np.percentile(cos, 50)),
                                         "p95": float(np.percentile(cos, 95))} if len(cos) else None)}
-    return base, stats
+    return base, source, stats
 
 
 def exact_topk(base, queries, k: int, block: int = 100):
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. base set
     t0 = time.perf_counter()
-    base, base_stats = build_base(real, args.n, args.sigma, args.seed + 1)
+    base, source, base_stats = build_base(real, args.n, args.sigma, args.seed + 1)
     base_stats["seconds"] = time.perf_counter() - t0
     base_stats["bytes"] = int(base.nbytes)
     log(f"base set {base.shape} built in {base_stats['seconds']:.1f} s; copy-to-source cosine "
@@ -231,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     truth_seconds = time.perf_counter() - t0
     log(f"exact top-{args.k} of {len(queries)} queries (numpy, batched) in {truth_seconds:.1f} s")
     nearest = np.array([float(base[truth[i, 0]] @ queries[i]) for i in range(len(queries))])
+    # How clustered the true top-k is: distinct source sentences among it (1 = all copies of one sentence).
+    distinct = np.array([len(set(source[truth[i]].tolist())) for i in range(len(queries))])
+    truth_sources = {"mean": float(distinct.mean()), "p50": float(np.median(distinct)),
+                     "share_single_source": float((distinct == 1).mean())}
+    log(f"distinct source sentences in the exact top-{args.k}: mean {truth_sources['mean']:.2f}, "
+        f"{truth_sources['share_single_source']:.0%} of queries have a single source")
     exact_index = DenseIndex(base, ann_threshold=args.n + 1)  # ann disabled; shares `base` (no copy)
     assert exact_index.hnsw is None and np.may_share_memory(exact_index.vectors, base)
     times, mismatched = [], 0
@@ -274,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
             res = index.search(q, args.k)
             times.append(time.perf_counter() - t0)
             found.append(res.positions.tolist())
+        same_source = sum(bool(f) and source[f[0]] == source[t[0]] for f, t in zip(found, truth)) / len(truth)
         row = {"ef_search": ef, f"recall@{args.k}": recall_at(found, truth, args.k),
-               "recall@1": recall_at([f[:1] for f in found], truth[:, :1], 1), "latency": latency_summary(times)}
+               "recall@1": recall_at([f[:1] for f in found], truth[:, :1], 1),
+               "top1_same_source_as_exact": same_source, "latency": latency_summary(times)}
         sweep.append(row)
         log(f"efSearch {ef}: recall@{args.k} {row[f'recall@{args.k}']:.4f}, p50 {row['latency']['p50_ms']:.2f} ms, "
             f"p95 {row['latency']['p95_ms']:.2f} ms")
@@ -327,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": {"name": corpus.parent.name, "fingerprint": fingerprint([corpus], root=corpus.parent),
                     "embedding": embed_meta},
         "base": base_stats,
+        "exact_topk_distinct_sources": truth_sources,
         "query_nearest_cosine": {"p5": float(np.percentile(nearest, 5)), "p50": float(np.median(nearest)),
                                  "p95": float(np.percentile(nearest, 95))},
         "exact": exact,

@@ -24,6 +24,10 @@ ProjectOpt = typer.Option(None, "--project", "-p", help="Project folder (default
 def _main(project: Optional[Path] = ProjectOpt,
           verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details; show tracebacks.")):
     _state["project"], _state["verbose"] = project, verbose
+    if not verbose:
+        import warnings
+
+        warnings.showwarning = lambda message, *args, **kwargs: typer.echo(f"warning: {message}", err=True)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

@@ -106,7 +106,8 @@ class SQLiteStore:
         self._local = threading.local()
         self._lock = threading.RLock()
         self._dense: tuple[DenseIndex, np.ndarray, int] | None = None  # (index, rowids, generation)
-        self._bm25: tuple[BM25Index, np.ndarray, int] | None = None
+        # (index, chunk rowids by position, generation, document id by position)
+        self._bm25: tuple[BM25Index, np.ndarray, int, np.ndarray] | None = None
         self._open()
 
     # --- connections and schema ---------------------------------------------------------------
@@ -371,9 +372,10 @@ class SQLiteStore:
         if bm25 is None or bm25[2] != gen:
             if bm25 is not None and bm25[2] > gen and self._bm25 is not None:
                 raise _Retry()
-            rows = conn.execute("SELECT rowid, header, text FROM chunks ORDER BY rowid").fetchall()
-            texts = [f"{h}\n{t}" if h else t for _, h, t in rows]
-            bm25 = (BM25Index(texts, self.retrieval.bm25), np.array([r[0] for r in rows], dtype=np.int64), gen)
+            rows = conn.execute("SELECT rowid, header, text, document_id FROM chunks ORDER BY rowid").fetchall()
+            texts = [f"{h}\n{t}" if h else t for _, h, t, _ in rows]
+            bm25 = (BM25Index(texts, self.retrieval.bm25), np.array([r[0] for r in rows], dtype=np.int64), gen,
+                    np.array([r[3] for r in rows], dtype=object))
             self._save_bm25(bm25)
         self._bm25 = bm25
         return dense, bm25
@@ -446,15 +448,15 @@ class SQLiteStore:
 
     def _save_bm25(self, bm25) -> None:
         key = {**self._derived_key("bm25"), "generation": bm25[2]}
-        self._atomic_write("bm25.pkl", lambda fh: pickle.dump((key, bm25[0], bm25[1]), fh, protocol=5))
+        self._atomic_write("bm25.pkl", lambda fh: pickle.dump((key, *bm25[:2], bm25[3]), fh, protocol=5))
 
     def _load_bm25(self, gen: int):
         try:
             with open(self.path / "bm25.pkl", "rb") as fh:
-                key, index, rowids = pickle.load(fh)
+                key, index, rowids, docs = pickle.load(fh)
             if {k: v for k, v in key.items() if k != "generation"} != self._derived_key("bm25") or key["generation"] != gen:
                 return None
-            return index, rowids, key["generation"]
+            return index, rowids, key["generation"], docs
         except FileNotFoundError:
             return None
         except Exception as exc:
@@ -498,7 +500,7 @@ class Snapshot:
     def __init__(self, store: SQLiteStore, conn, generation: int, dense, bm25):
         self.store, self.conn, self.generation = store, conn, generation
         self._dense, self._dense_rowids, _ = dense
-        self._bm25, self._bm25_rowids, _ = bm25
+        self._bm25, self._bm25_rowids, _, self._documents = bm25  # BM25 covers every live chunk
 
     def allowed_rowids(self, where: dict | None, groups: list[str] | None) -> np.ndarray | None:
         """Sorted chunk row ids passing the filters, or None when nothing is filtered."""
@@ -525,7 +527,11 @@ class Snapshot:
         return [(int(self._bm25_rowids[p]), float(s)) for p, s in zip(result.positions, result.scores)]
 
     def chunk_documents(self, rowids: list[int]) -> dict[int, str]:
-        return dict(self._select("SELECT c.rowid, c.document_id FROM chunks c WHERE c.rowid IN ({})", rowids))
+        """{chunk rowid: document id} from the in-memory map of this snapshot."""
+        if not rowids:
+            return {}
+        positions = np.searchsorted(self._bm25_rowids, np.asarray(rowids, dtype=np.int64))
+        return dict(zip(rowids, self._documents[positions].tolist()))
 
     def fetch(self, rowids: list[int]) -> dict[int, dict]:
         """Chunk and document fields for these row ids."""
@@ -543,7 +549,7 @@ class Snapshot:
         return out
 
     def count(self, allowed: np.ndarray | None) -> int:
-        return len(self._dense_rowids) if allowed is None else len(allowed)
+        return len(self._dense) if allowed is None else len(allowed)
 
 
 def open_sqlite_store(config: StoreConfig, project_dir: Path, retrieval: RetrievalConfig, create: bool = True) -> SQLiteStore:
