@@ -113,6 +113,22 @@ def scale(r: dict, name: str) -> list[str]:
     return out
 
 
+def onnx_embed(r: dict, name: str) -> list[str]:
+    s = r["settings"]
+    out = [f"### {name}: embedding backends on {r['dataset']} ({s['documents']} documents, {s['queries']} queries)", "",
+           machine_line(r), "",
+           f"Throughput: {s['reps']} alternating repetitions, medians, over {s['queries']} queries and a fixed sample of "
+           f"{s['sample_docs']} full documents. Quality: every document embedded whole (256-token window), exact search.", "",
+           "| backend | documents/s | x torch | queries/s | x torch | nDCG@10 | vs torch | Recall@100 | cosine to torch (min) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for backend, t in r["throughput"].items():
+        q, ratio = r["quality"][backend], r["ratios_vs_torch"][backend]
+        out.append(f"| {backend} | {f(t['documents']['per_s'], 1)} | {f(ratio['documents'], 2)}x | {f(t['queries']['per_s'], 1)} | "
+                   f"{f(ratio['queries'], 2)}x | {f(q['ndcg@10'], 4)} | {q['ndcg@10_minus_torch']:+.4f} | {f(q['recall@100'], 3)} | "
+                   f"{f(q['cosine_to_torch']['min'], 4)} |")
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", type=Path)
@@ -129,6 +145,8 @@ def main(argv=None) -> int:
             lines += beir(r, path.stem)
         elif kind == "scale":
             lines += scale(r, path.stem)
+        elif kind == "onnx-embed":
+            lines += onnx_embed(r, path.stem)
         else:
             continue
         lines.append("")

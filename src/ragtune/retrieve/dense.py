@@ -51,7 +51,7 @@ class DenseIndex:
     """Unit vectors (N, D) float32 with an alive mask and, past `ann_threshold` rows, an HNSW graph."""
 
     def __init__(self, vectors: np.ndarray, ann_threshold: int = 100_000, hnsw_m: int = 32,
-                 ef_search: int = 128, ef_construction: int = 80):
+                 ef_search: int = 256, ef_construction: int = 80):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, D)
         self.alive = np.ones(len(self.vectors), dtype=bool)  # (N,)
         self.n_alive = len(self.vectors)
@@ -149,7 +149,7 @@ class DenseIndex:
         index.n_alive = int(index.alive.sum())
         index.ann_threshold = options.get("ann_threshold", 100_000)
         index.hnsw_m = options.get("hnsw_m", 32)
-        index.ef_search = options.get("ef_search", 128)
+        index.ef_search = options.get("ef_search", 256)
         index.ef_construction = options.get("ef_construction", 80)
         index.hnsw = None
         if "hnsw" in state:
