@@ -25,9 +25,12 @@ def f(value, digits=3, suffix=""):
 
 def machine_line(r: dict) -> str:
     m, v = r.get("machine", {}), r.get("versions", {})
-    return (f"_{m.get('nproc')} cores ({m.get('cpu_model')}), GPU {m.get('gpu')}; ragtune {v.get('ragtune')}, "
+    src = f" (source {v['ragtune_source_sha256']})" if v.get("ragtune_source_sha256") else ""
+    load = m.get("loadavg_1_5_15")
+    load = f"; load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}" if load else ""
+    return (f"_{m.get('nproc')} cores ({m.get('cpu_model')}), GPU {m.get('gpu')}; ragtune {v.get('ragtune')}{src}, "
             f"torch {v.get('torch')}, faiss {v.get('faiss')}, bm25s {v.get('bm25s')}, numpy {v.get('numpy')}; "
-            f"{r.get('created')}_")
+            f"{r.get('created')}{load}_")
 
 
 def beir(r: dict, name: str) -> list[str]:

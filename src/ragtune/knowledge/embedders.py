@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import cached_property
 import os
 import re
 import zlib
@@ -165,16 +166,14 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, config: EmbedderConfig):
         self.config = config
-        self._path: Path | None = None
         self._model = None
         self._tokenizer = None
         self._dimension: int | None = None
 
-    @property
+    @cached_property
     def path(self) -> Path:
-        if self._path is None:
-            self._path = resolve_model_path(self.config.model)
-        return self._path
+        """Local folder of the configured model (resolved once)."""
+        return resolve_model_path(self.config.model)
 
     @property
     def model(self):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import cached_property
 import os
 import shutil
 import sys
@@ -202,16 +203,14 @@ class OnnxEmbedder:
 
     def __init__(self, config: EmbedderConfig):
         self.config = config
-        self._path: Path | None = None
         self._session: _Session | None = None
         self._dimension: int | None = None
         self._span_tokenizer = None
 
-    @property
+    @cached_property
     def path(self) -> Path:
-        if self._path is None:
-            self._path = resolve_model_path(self.config.model)
-        return self._path
+        """Local folder of the configured model (resolved once)."""
+        return resolve_model_path(self.config.model)
 
     @property
     def session(self) -> _Session:
