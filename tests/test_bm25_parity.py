@@ -42,3 +42,28 @@ def test_lucene_ranking_agrees_with_reference_on_real_docs():
         top_ref = list(np.argsort(-reference.get_scores(tokenize([query], config)[0]))[:3])
         assert top_ours[0] == top_ref[0], query
         assert len(set(top_ours) & set(top_ref)) >= 2, query
+
+
+def test_unpickled_index_has_canonical_dtypes_and_same_scores():
+    # The store saves the BM25 index with pickle; numpy 2.x unpickles non-canonical dtype instances that
+    # make bm25s's scorer ~8x slower. BM25Index.__setstate__ re-views them.
+    import pickle
+
+    texts = ["the cat sat on the mat", "a dog barked at the cat", "stock prices fell sharply"]
+    index = BM25Index(texts, BM25Config())
+    loaded = pickle.loads(pickle.dumps(index, protocol=5))
+    for key in ("data", "indices", "indptr"):
+        array = loaded.retriever.scores[key]
+        assert array.dtype is np.dtype(array.dtype.str), key
+    np.testing.assert_array_equal(loaded.scores("cat"), index.scores("cat"))
+
+
+def test_query_analysis_matches_bm25s_tokenize():
+    from ragtune.retrieve.bm25 import analyze_query
+
+    texts = [line for path in sorted(EXAMPLE_DOCS.rglob("*.md")) for line in path.read_text().splitlines()]
+    texts += CORPUS + QUERIES + ["", "   ", "The THE the", "naïve café résumé 3.2.1 QM-2010 x", "a an of"]
+    for config in (BM25Config(), BM25Config(stemmer=None), BM25Config(stopwords=None),
+                   BM25Config(stemmer=None, stopwords=None)):
+        for text in texts:
+            assert analyze_query(text, config) == tokenize([text], config)[0], (text, config)

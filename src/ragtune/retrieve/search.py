@@ -55,9 +55,9 @@ def search(store, embedder, query: str, mode: Mode = "hybrid", k: int = 10, wher
         ranked = ranked[:k]
         trace["search"] = time.perf_counter() - started
         started = time.perf_counter()
-        rows = snap.fetch([r for r, _ in ranked])
+        hits = snap.hits(ranked)
     trace["fetch"] = time.perf_counter() - started
-    return [Hit(score=score, **rows[rowid]) for rowid, score in ranked if rowid in rows]
+    return hits
 
 
 def _fuse(lists, mode, config: RetrievalConfig):
