@@ -132,6 +132,24 @@ def onnx_embed(r: dict, name: str) -> list[str]:
     return out
 
 
+def squad_rag(r: dict, name: str) -> list[str]:
+    d = r["dataset"]
+    out = [f"### {name}: SQuAD v1.1 dev as RAG ({d['paragraphs']} paragraphs = knowledge base, {d['questions']} questions; "
+           f"extractive generator, k=5)", "", machine_line(r), "",
+           "| mode | Recall@1 | Recall@5 | cited sentence contains answer | EM | F1 | abstained | "
+           "overhead p50 / p95 ms | generate p50 / p95 ms |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for mode, m in r["results"].items():
+        o, g = m["latency"]["overhead"], m["latency"]["generate"]
+        out.append(f"| {mode} | {f(m['recall@1'])} | {f(m['recall@5'])} | {f(m['cited_contains_answer'])} | "
+                   f"{f(m['exact_match'])} | {f(m['f1'])} | {f(m['abstained'])} | {f(o['p50_ms'], 1)} / {f(o['p95_ms'], 1)} | "
+                   f"{f(g['p50_ms'], 1)} / {f(g['p95_ms'], 1)} |")
+    if r.get("targets"):
+        out += ["", "Targets: " + "; ".join(f"{k} {t['target']}: {f(t['value'])} ({'met' if t['met'] else 'NOT met'})"
+                                             for k, t in r["targets"].items())]
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", type=Path)
@@ -150,6 +168,8 @@ def main(argv=None) -> int:
             lines += scale(r, path.stem)
         elif kind == "onnx-embed":
             lines += onnx_embed(r, path.stem)
+        elif kind == "squad-rag":
+            lines += squad_rag(r, path.stem)
         else:
             continue
         lines.append("")

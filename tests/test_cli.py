@@ -221,8 +221,13 @@ def _bad_field(root: Path) -> None:
     (new_project, ["search", "alpha"], "no knowledge base at"),
     (_broken_yaml, ["search", "alpha"], "ragtune.yaml:4: not valid YAML"),
     (_bad_field, ["index", "."], "ragtune.yaml:3: field 'retrieval.k'"),
+    ("kb", ["ask", "  "], "empty question"),
+    ("kb", ["ask", "when?", "--generator", "gpt9"], "unknown generator backend 'gpt9'; choose one of: extractive, hf, openai"),
+    ("kb", ["ask", "when?", "--generator", "hf"], "generator.model"),
+    (new_project, ["ask", "alpha"], "no knowledge base at"),
 ], ids=["unknown-mode", "where-without-equals", "where-bad-field", "show-missing", "no-project",
-        "search-before-index", "broken-yaml", "bad-field"])
+        "search-before-index", "broken-yaml", "bad-field", "ask-empty", "ask-unknown-generator",
+        "ask-hf-without-model", "ask-before-index"])
 def test_user_errors_exit_2_without_traceback(kb, tmp_path, setup, args, message):
     if setup == "kb":
         cwd, args = kb.root, ["-p", "kb", *args]

@@ -118,6 +118,131 @@ def search(query: str = typer.Argument(..., help="What to search for."),
         typer.echo(f"    {snippet[:200]}{'...' if len(snippet) > 200 else ''}")
 
 
+def _rag(mode: str | None, generator: str | None, model: str | None):
+    from ragtune.rag import RAG
+
+    return RAG(_project({"rag.mode": mode, "generator.backend": generator, "generator.model": model}))
+
+
+def _print_sources(answer) -> None:
+    from ragtune.generate.prompts import location
+
+    cited = {c.number: c for c in answer.citations}
+    for n, hit in enumerate(answer.hits, start=1):
+        mark = "*" if n in cited else " "
+        typer.echo(f"{mark}[{n}] {location(hit)}  ({hit.chunk_id}, score {hit.score:.3f})")
+        quote = cited[n].quote if n in cited and cited[n].quote else None
+        if quote:
+            typer.echo(f'     "{" ".join(quote.split())[:300]}"')
+
+
+def _print_answer(answer, streamed: bool) -> None:
+    if not streamed:
+        typer.echo(answer.text)
+    elif answer.text:
+        typer.echo()
+    if answer.abstained:
+        typer.echo(f"(abstained: {'nothing relevant was retrieved' if answer.abstain_reason == 'retrieval' else 'the generator found no answer in the sources'})")
+    for problem in answer.invalid_citations:
+        typer.echo(f"dropped citation {problem}", err=True)
+    if answer.hits:
+        typer.echo("\nSources (* = cited):")
+        _print_sources(answer)
+
+
+@app.command()
+def ask(question: str = typer.Argument(..., help="The question."),
+        mode: Optional[str] = typer.Option(None, "--mode", "-m", help="Retrieval: bm25 | dense | hybrid."),
+        k: Optional[int] = typer.Option(None, "-k", help="Sources given to the generator (default rag.k)."),
+        where: Optional[List[str]] = typer.Option(None, "--where", help="Metadata filter key=value (repeatable)."),
+        groups: Optional[str] = typer.Option(None, "--groups", "-g", help="Only documents visible to these groups."),
+        generator: Optional[str] = typer.Option(None, "--generator", help="extractive | hf | openai (default from config)."),
+        model: Optional[str] = typer.Option(None, "--model", help="Generator model (hf: path or id; openai: model name)."),
+        stream: bool = typer.Option(False, "--stream", help="Print the answer as it is generated."),
+        show_prompt: bool = typer.Option(False, "--show-prompt", help="Print exactly what is sent to the generator."),
+        as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON.")):
+    """Answer a question from the knowledge base, with cited sources."""
+    rag = _rag(mode, generator, model)
+    options = {"k": k, "where": _parse_pairs(where, "--where"), "groups": _groups(groups)}
+    if show_prompt and not as_json:
+        from ragtune.generate.prompts import render_messages
+
+        answer = rag.ask(question, **options)
+        typer.echo("=== prompt ===\n" + (render_messages(answer.messages) if answer.messages else
+                                         "(none: abstained before generation)") + "\n=== answer ===")
+        _print_answer(answer, streamed=False)
+        return
+    if as_json:
+        typer.echo(json.dumps(rag.ask(question, **options).to_dict(), indent=2, default=str))
+        return
+    answer = None
+    for piece in rag.ask_stream(question, stream=stream, **options):
+        if isinstance(piece, str):
+            typer.echo(piece, nl=False)
+            sys.stdout.flush()
+        else:
+            answer = piece
+    _print_answer(answer, streamed=stream)
+
+
+@app.command()
+def chat(mode: Optional[str] = typer.Option(None, "--mode", "-m", help="Retrieval: bm25 | dense | hybrid."),
+         k: Optional[int] = typer.Option(None, "-k", help="Sources per answer (default rag.k)."),
+         groups: Optional[str] = typer.Option(None, "--groups", "-g", help="Only documents visible to these groups."),
+         generator: Optional[str] = typer.Option(None, "--generator", help="extractive | hf | openai."),
+         model: Optional[str] = typer.Option(None, "--model", help="Generator model."),
+         turns: int = typer.Option(4, help="Earlier question/answer pairs kept in the prompt.")):
+    """Chat with the knowledge base. /sources shows the last answer's sources, /reset forgets, /quit leaves."""
+    from ragtune.errors import RagtuneError as _UserError
+    from ragtune.rag import retrieval_query
+
+    rag = _rag(mode, generator, model)
+    history: list[dict[str, str]] = []
+    last = None
+    typer.echo("Ask a question (/sources, /reset, /quit).")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            typer.echo()
+            return
+        if not line:
+            continue
+        if line in ("/quit", "/exit", "/q"):
+            return
+        if line == "/reset":
+            history, last = [], None
+            typer.echo("(history cleared)")
+            continue
+        if line == "/sources":
+            if last is None or not last.hits:
+                typer.echo("(no sources yet)")
+            else:
+                typer.echo(f"searched: {last.retrieval_query}")
+                _print_sources(last)
+            continue
+        if line.startswith("/"):
+            typer.echo("commands: /sources, /reset, /quit")
+            continue
+        query = retrieval_query(line, history)
+        try:
+            typer.echo("ragtune> ", nl=False)
+            for piece in rag.ask_stream(line, history[-2 * turns:], k=k, groups=_groups(groups), retrieval_query=query):
+                if isinstance(piece, str):
+                    typer.echo(piece, nl=False)
+                    sys.stdout.flush()
+                else:
+                    last = piece
+            typer.echo()
+            cited = ", ".join(f"[{c.number}] {c.source or c.document_id}" for c in last.citations)
+            if cited:
+                typer.echo(f"  sources: {cited}")
+        except _UserError as exc:
+            typer.echo(f"\nerror: {exc}", err=True)
+            continue
+        history += [{"role": "user", "content": line}, {"role": "assistant", "content": last.text}]
+
+
 @docs_app.command("list")
 def docs_list(where: Optional[List[str]] = typer.Option(None, "--where", help="Metadata filter key=value."),
               groups: Optional[str] = typer.Option(None, "--groups", "-g", help="Only documents visible to these groups."),

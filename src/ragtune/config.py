@@ -71,12 +71,51 @@ class IngestConfig(_Section):
     csv_title_column: str | None = Field("title", description="CSV column holding a title, used when present.")
 
 
+class GeneratorConfig(_Section):
+    backend: str = Field("extractive", description="Generator backend: extractive (offline default, no LLM), hf (local transformers model) or openai (any OpenAI-compatible endpoint).")
+    model: str | None = Field(None, description="hf: HF id or local folder of a causal or seq2seq model; openai: the model name the endpoint serves.")
+    adapter: str | None = Field(None, description="hf only: folder of a peft LoRA adapter applied on top of `model`.")
+    max_new_tokens: int = Field(256, ge=1, description="Longest answer, in tokens.")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (deterministic).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (used when temperature > 0).")
+    device: str = Field("auto", description="hf only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: str = Field("auto", description="hf only: 'auto' (bf16 on GPUs that support it, else fp32), 'float32', 'float16', 'bfloat16'.")
+    context_window: int | None = Field(None, ge=128, description="Tokens the model reads (prompt + answer); default: from the model config (hf) or 8192 (openai).")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai only: the endpoint's base URL (vLLM, Ollama http://127.0.0.1:11434/v1, llama.cpp server, https://api.openai.com/v1).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai only: environment variable holding the API key (unset = no key, fine for local servers).")
+    timeout: float = Field(60.0, gt=0, description="openai only: seconds to wait for a response.")
+    max_retries: int = Field(3, ge=0, description="openai only: retries with exponential backoff on 429, 5xx and connection errors.")
+    max_sentences: int = Field(2, ge=1, description="extractive only: sentences in an answer.")
+    min_score: float = Field(0.35, description="extractive only: abstain when no sentence scores this high (0-1: cosine similarity blended with lexical overlap).")
+    lexical_weight: float = Field(0.3, ge=0, le=1, description="extractive only: share of lexical overlap in a sentence's score (the rest is embedding similarity).")
+
+
+class RerankConfig(_Section):
+    model: str | None = Field(None, description="Cross-encoder (HF id or local folder) that reorders the top hits; null = no reranking.")
+    backend: Literal["cross-encoder", "onnx"] = Field("cross-encoder", description="cross-encoder (sentence-transformers, torch) or onnx (ONNX Runtime).")
+    top_n: int = Field(20, ge=1, description="Hits reranked; the best `rag.k` of them are kept.")
+    min_score: float | None = Field(None, description="Abstain when the best reranker score is below this (the model's own scale).")
+
+
+class RagConfig(_Section):
+    k: int = Field(5, ge=1, le=100, description="Sources given to the generator.")
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(None, description="Retrieval mode for answers; default retrieval.mode.")
+    min_relevance: float = Field(0.2, description="Abstain when no source's embedding similarity to the question reaches this (cosine, -1..1); -1 = never.")
+    max_context_tokens: int = Field(2000, ge=64, description="Token budget for sources in the prompt (also capped by the model's window).")
+    max_question_chars: int = Field(2000, ge=16, description="Longer questions are cut to this, with a warning.")
+    system_prompt: str | None = Field(None, description="Replaces the built-in system message (keep the rules about sources and [n] citations).")
+    source_template: str | None = Field(None, description="Format of one source in the prompt; fields {n}, {title}, {source}, {location}, {text}.")
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
+
+
 class ProjectConfig(_Section):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
 
 
 def _line_of(node: Any, loc: tuple) -> int | None:
@@ -189,6 +228,29 @@ ingest:
   include: []             # e.g. ["*.md", "*.pdf"]; empty = every supported format
   exclude: []             # e.g. ["drafts/*"]
   csv_text_column: text
+
+generator:
+  # extractive: offline, no LLM; answers with the best-matching retrieved sentences, cited.
+  # hf: a local transformers model (model: path or HF id; adapter: a peft LoRA folder).
+  # openai: any OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp server, OpenAI).
+  backend: extractive
+  model: null
+  max_new_tokens: 256
+  temperature: 0.0
+  base_url: http://127.0.0.1:8000/v1   # openai only; e.g. http://127.0.0.1:11434/v1 for Ollama
+  api_key_env: OPENAI_API_KEY          # openai only: the variable holding the key
+  timeout: 60
+  max_retries: 3                       # with backoff, on 429 / 5xx / connection errors
+  min_score: 0.35                      # extractive only: abstain below this sentence score
+
+rag:
+  k: 5                    # sources given to the generator
+  min_relevance: 0.2      # abstain when no source's cosine similarity to the question reaches this
+  max_context_tokens: 2000
+  rerank:
+    model: null           # a cross-encoder (HF id or folder) to reorder the top hits
+    backend: cross-encoder  # cross-encoder (torch) | onnx
+    top_n: 20
 """
 
 

