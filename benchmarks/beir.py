@@ -126,6 +126,7 @@ def open_project(workdir: Path, corpus: Path, progress: bool) -> tuple[object, d
     log(f"index: {docs} documents, {chunks} chunks, {report.seconds:.1f} s this run "
         f"({'fresh build' if fresh else 'reused workdir'})")
     info = {"documents": docs, "chunks": chunks, "fresh_build_this_run": fresh, "this_run": this_run,
+            "embedder": project.embedder.info(),
             "search_indexes": ("built in this process (fresh build)" if fresh else
                                "loaded by the store from its saved derived indexes (bm25.pkl, dense.npz) when valid"),
             "fresh_build": stats, "skipped_examples": [list(s) for s in report.skipped[:5]]}
@@ -182,7 +183,12 @@ class Library:
         self.bm25 = self.build_bm25()
         self.flat = faiss.IndexFlatIP(self.vectors.shape[1])
         self.flat.add(self.vectors)
-        self.model = project.embedder.model  # the SentenceTransformer object ragtune wraps
+        # The plain-library pipeline embeds queries the way a sentence-transformers user would: torch.
+        from sentence_transformers import SentenceTransformer
+
+        from ragtune.knowledge.embedders import resolve_model_path
+
+        self.model = SentenceTransformer(str(resolve_model_path(project.config.embedder.model)), device="cpu")
 
     def build_bm25(self):
         retriever = self.bm25s.BM25(k1=self.k1, b=self.b)

@@ -75,6 +75,7 @@ def open_project(workdir: Path, paragraphs: list[dict], progress: bool):
     report = project.index([str(corpus)], progress=progress)
     store = project.store()
     info = {"documents": store.count_documents(), "chunks": store.count_chunks(), "seconds_this_run": report.seconds,
+            "embedder": project.embedder.info(),
             "chunks_embedded_this_run": report.chunks_embedded}
     log(f"index: {info['documents']} paragraphs, {info['chunks']} chunks ({report.seconds:.1f} s this run)")
     return project, info

@@ -83,7 +83,7 @@ def search(kb, *args: str) -> subprocess.CompletedProcess:
 # --- init and index -----------------------------------------------------------------------------
 def test_init_creates_a_commented_config(kb):
     assert "created" in ok(kb.init) and "ragtune -p kb index PATH" in kb.init.stdout
-    assert kb.starter.startswith("#") and "backend: sentence-transformers" in kb.starter
+    assert kb.starter.startswith("#") and "backend: auto" in kb.starter
 
 
 def test_index_summary_counts(kb):
@@ -287,3 +287,10 @@ def test_console_script_help():
     out = ok(result)
     for command in ("init", "index", "search", "docs"):
         assert re.search(rf"^\s*{command}\s", out, re.M), out
+
+
+def test_usage_mistakes_print_usage_not_a_traceback(tmp_path):
+    missing = ragtune("search", cwd=tmp_path)
+    assert missing.returncode == 2 and "Missing argument" in missing.stderr and "Traceback" not in missing.stderr
+    bare = ragtune("docs", cwd=tmp_path)
+    assert "docs [OPTIONS] COMMAND" in bare.stdout + bare.stderr and "Traceback" not in bare.stderr

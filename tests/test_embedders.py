@@ -11,7 +11,7 @@ from ragtune.registry import names
 
 
 def test_registry_lists_backends_and_rejects_unknown():
-    assert {"hashing", "sentence-transformers"} <= set(names("embedder"))
+    assert {"auto", "hashing", "onnx", "sentence-transformers"} <= set(names("embedder"))
     with pytest.raises(ConfigError, match="choose one of: .*hashing"):
         create_embedder(EmbedderConfig(backend="nope"))
 
@@ -43,3 +43,15 @@ def test_missing_model_says_how_to_fix(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="embedder.model"):
         resolve_model_path("someone/model-that-is-not-here")
+
+
+def test_auto_backend_is_onnx_on_cpu_machines_and_torch_when_cuda_is_asked(monkeypatch):
+    from ragtune.knowledge.embedders import auto_backend
+
+    monkeypatch.setattr("ragtune.knowledge.embedders.nvidia_gpu_present", lambda: False)
+    assert auto_backend(EmbedderConfig()) == "onnx"
+    assert auto_backend(EmbedderConfig(device="cuda")) == "sentence-transformers"
+    assert auto_backend(EmbedderConfig(device="cuda:1")) == "sentence-transformers"
+    monkeypatch.setattr("ragtune.knowledge.embedders.nvidia_gpu_present", lambda: True)
+    assert auto_backend(EmbedderConfig()) == "sentence-transformers"  # a GPU: torch
+    assert auto_backend(EmbedderConfig(device="cpu")) == "onnx"  # unless the CPU is asked for

@@ -207,3 +207,14 @@ def test_rag_uses_the_configured_reranker(kb, tmp_path, monkeypatch):
     assert len(answer.hits) == 3 and answer.timings["rerank"] > 0
     assert [h.score for h in answer.hits] == pytest.approx(list(expected), rel=1e-4)
     assert all(a >= b for a, b in zip(expected, expected[1:]))
+
+
+def test_extractive_answer_text_is_readable_and_quote_exact(kb):
+    from ragtune.generate.extractive import readable
+
+    assert readable("| `port` | `7741` | Port the sync daemon `qmsyncd` listens on.") == \
+        "port — 7741 — Port the sync daemon qmsyncd listens on."
+    assert readable("Shows a **recovery key**\nof 24 words.") == "Shows a recovery key of 24 words."
+    answer = RAG(kb).ask(QUESTIONS[0])
+    assert "`" not in answer.text and "|" not in answer.text
+    assert all(c.quote in answer.hits[c.number - 1].text for c in answer.citations)

@@ -106,3 +106,15 @@ def test_endpoint_down_is_one_clear_error(kb):
         (kb.folder / "ragtune.yaml").write_text(HASHING)
     assert out.returncode == 2 and out.stderr.startswith("error: cannot reach")
     assert f"127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_show_prompt_prints_what_the_local_model_reads(kb, tiny_llama):
+    (kb.folder / "ragtune.yaml").write_text(
+        HASHING + f"generator: {{backend: hf, model: '{tiny_llama}', max_new_tokens: 4, context_window: 600}}\n")
+    try:
+        out = ragtune("-p", str(kb.folder), "ask", QUESTION, "--show-prompt", cwd=kb.folder)
+    finally:
+        (kb.folder / "ragtune.yaml").write_text(HASHING)
+    assert out.returncode == 0, out.stderr
+    prompt = out.stdout.split("=== answer ===")[0]
+    assert "<|system|>" in prompt and "<|user|>" in prompt and prompt.rstrip().endswith("<|assistant|>")

@@ -9,12 +9,16 @@ from typing import List, Optional
 
 import typer
 
+from ragtune.cli_data import data_app
+from ragtune.cli_serve import keys_app, serve_command
 from ragtune.errors import RagtuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="RAG, fine-tuning, or both? Build each strategy on your data, compare, serve the winner.")
 docs_app = typer.Typer(no_args_is_help=True, help="List, show and remove indexed documents.")
 app.add_typer(docs_app, name="docs")
+app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
 
 _state = {"project": None, "verbose": False}
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project folder (default: nearest folder with ragtune.yaml).")
@@ -168,8 +172,15 @@ def ask(question: str = typer.Argument(..., help="The question."),
         from ragtune.generate.prompts import render_messages
 
         answer = rag.ask(question, **options)
-        typer.echo("=== prompt ===\n" + (render_messages(answer.messages) if answer.messages else
-                                         "(none: abstained before generation)") + "\n=== answer ===")
+        if not answer.messages:
+            shown = "(none: abstained before generation)"
+        elif hasattr(rag.generator, "render"):  # a local model reads its chat template's output
+            from ragtune.generate.base import Prompt
+
+            shown = rag.generator.render(Prompt(question, answer.hits, answer.messages))
+        else:
+            shown = render_messages(answer.messages)
+        typer.echo("=== prompt ===\n" + shown + "\n=== answer ===")
         _print_answer(answer, streamed=False)
         return
     if as_json:
@@ -291,6 +302,9 @@ def docs_rm(doc_ids: List[str] = typer.Argument(..., help="Document ids to remov
         raise typer.Exit(1)
 
 
+app.command("serve")(serve_command)
+
+
 def main() -> None:
     """Console entry point: user mistakes print one clear line and exit 2 (tracebacks with -v)."""
     try:
@@ -306,17 +320,31 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+        # Usage mistakes (a missing argument, `ragtune docs` alone): click's own classes, or the copy
+        # typer vendors as typer._click, whichever this typer uses.
+        usage = _click_exceptions()
+        if isinstance(exc, usage["ClickException"]):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, usage["Exit"]):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, usage["Abort"]):
             sys.exit(1)
         raise
 
+
+def _click_exceptions() -> dict[str, tuple[type, ...]]:
+    import click
+
+    modules = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+
+        modules.append(vendored)
+    except ImportError:
+        pass
+    return {name: tuple(getattr(m, name) for m in modules if hasattr(m, name))
+            for name in ("ClickException", "Exit", "Abort")}
 
 if __name__ == "__main__":
     main()

