@@ -11,6 +11,7 @@ import typer
 
 from ragtune.cli_data import data_app
 from ragtune.cli_serve import keys_app, serve_command
+from ragtune.cli_train import classify_command, train_app
 from ragtune.errors import RagtuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -18,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 docs_app = typer.Typer(no_args_is_help=True, help="List, show and remove indexed documents.")
 app.add_typer(docs_app, name="docs")
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 app.add_typer(keys_app, name="keys")
 
 _state = {"project": None, "verbose": False}
@@ -303,6 +305,7 @@ def docs_rm(doc_ids: List[str] = typer.Argument(..., help="Document ids to remov
 
 
 app.command("serve")(serve_command)
+app.command("classify")(classify_command)
 
 
 def main() -> None:

@@ -41,6 +41,9 @@ from ragtune.types import Chunk, Document, Hit, Section
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# Past this many chunks hit fields are read from SQLite instead of memory (~1 KB of text a chunk).
+HIT_FIELDS_IN_MEMORY_MAX = 100_000
+DERIVED_LAYOUT = {"dense": 1, "bm25": 2}  # bump when a derived file's contents change shape
 MMAP_BYTES = 1 << 30  # address space only; SQLite maps at most the file's size
 # Upgrades from older formats: {old_version: function(connection)} applied in order on open.
 MIGRATIONS: dict[int, callable] = {}
@@ -110,7 +113,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._dense: tuple[DenseIndex, np.ndarray, int] | None = None  # (index, rowids, generation)
         # (index, chunk rowids by position, generation, document id by position)
-        self._bm25: tuple[BM25Index, np.ndarray, int, np.ndarray] | None = None
+        self._bm25: tuple[BM25Index, np.ndarray, int, np.ndarray, HitFields | None] | None = None
         self._open()
 
     # --- connections and schema ---------------------------------------------------------------
@@ -387,10 +390,16 @@ class SQLiteStore:
         if bm25 is None or bm25[2] != gen:
             if bm25 is not None and bm25[2] > gen and self._bm25 is not None:
                 raise _Retry()
-            rows = conn.execute("SELECT rowid, header, text, document_id FROM chunks ORDER BY rowid").fetchall()
-            texts = [f"{h}\n{t}" if h else t for _, h, t, _ in rows]
+            rows = conn.execute("SELECT rowid, header, text, document_id, id, section, page FROM chunks "
+                                "ORDER BY rowid").fetchall()
+            texts = [f"{r[1]}\n{r[2]}" if r[1] else r[2] for r in rows]
+            fields = None
+            if len(rows) <= HIT_FIELDS_IN_MEMORY_MAX:
+                documents = {d[0]: d[1:] for d in conn.execute("SELECT id, source, title, metadata FROM documents")}
+                fields = HitFields([r[4] for r in rows], [r[2] for r in rows], [r[5] for r in rows],
+                                   [r[6] for r in rows], documents)
             bm25 = (BM25Index(texts, self.retrieval.bm25), np.array([r[0] for r in rows], dtype=np.int64), gen,
-                    np.array([r[3] for r in rows], dtype=object))
+                    np.array([r[3] for r in rows], dtype=object), fields)
             self._save_bm25(bm25)
         self._bm25 = bm25
         return dense, bm25
@@ -426,7 +435,7 @@ class SQLiteStore:
         r = self.retrieval
         settings = ({"ann_threshold": r.ann_threshold, "hnsw_m": r.hnsw_m} if kind == "dense"
                     else r.bm25.model_dump())
-        return {"format": FORMAT_VERSION, "store_id": self.store_id, "kind": kind,
+        return {"format": FORMAT_VERSION, "store_id": self.store_id, "kind": kind, "layout": DERIVED_LAYOUT[kind],
                 "embedder": info.get("fingerprint"), "settings": settings}
 
     def _atomic_write(self, name: str, write) -> None:
@@ -463,15 +472,15 @@ class SQLiteStore:
 
     def _save_bm25(self, bm25) -> None:
         key = {**self._derived_key("bm25"), "generation": bm25[2]}
-        self._atomic_write("bm25.pkl", lambda fh: pickle.dump((key, *bm25[:2], bm25[3]), fh, protocol=5))
+        self._atomic_write("bm25.pkl", lambda fh: pickle.dump((key, *bm25[:2], *bm25[3:]), fh, protocol=5))
 
     def _load_bm25(self, gen: int):
         try:
             with open(self.path / "bm25.pkl", "rb") as fh:
-                key, index, rowids, docs = pickle.load(fh)
+                key, index, rowids, docs, fields = pickle.load(fh)
             if {k: v for k, v in key.items() if k != "generation"} != self._derived_key("bm25") or key["generation"] != gen:
                 return None
-            return index, rowids, key["generation"], docs
+            return index, rowids, key["generation"], docs, fields
         except FileNotFoundError:
             return None
         except Exception as exc:
@@ -509,6 +518,20 @@ def _filter_sql(where: dict | None, groups: list[str] | None) -> tuple[str, list
     return " AND ".join(clauses), params
 
 
+@dataclass
+class HitFields:
+    """What a hit shows (chunk id, text, section, page by BM25 position; source, title, metadata by
+    document), kept with the BM25 index of a store of up to HIT_FIELDS_IN_MEMORY_MAX chunks, so that
+    a search returns its hits without reading SQLite (100 hits: ~0.05 instead of ~0.4 ms). Rebuilt
+    with the BM25 index at every generation, so it always matches the snapshot."""
+
+    chunk_ids: list[str]
+    texts: list[str]
+    sections: list[str | None]
+    pages: list[int | None]
+    documents: dict[str, tuple[str | None, str | None, str]]  # id -> (source, title, metadata JSON)
+
+
 @lru_cache(maxsize=4096)
 def _parsed_metadata(text: str) -> tuple[dict, bool]:
     parsed = json.loads(text)
@@ -528,7 +551,7 @@ class Snapshot:
     def __init__(self, store: SQLiteStore, conn, generation: int, dense, bm25):
         self.store, self.conn, self.generation = store, conn, generation
         self._dense, self._dense_rowids, _ = dense
-        self._bm25, self._bm25_rowids, _, self._documents = bm25  # BM25 covers every live chunk
+        self._bm25, self._bm25_rowids, _, self._documents, self._fields = bm25  # BM25 covers every live chunk
 
     def allowed_rowids(self, where: dict | None, groups: list[str] | None) -> np.ndarray | None:
         """Sorted chunk row ids passing the filters, or None when nothing is filtered."""
@@ -567,6 +590,15 @@ class Snapshot:
 
     def hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
         """Hits for these (chunk rowid, score) pairs, in the same order, with chunk and document fields."""
+        if self._fields is not None and ranked:
+            f = self._fields
+            positions = np.searchsorted(self._bm25_rowids, np.array([r for r, _ in ranked], dtype=np.int64))
+            doc_ids = self._documents[positions].tolist()
+            ids, texts, sections, pages, docs = f.chunk_ids, f.texts, f.sections, f.pages, f.documents
+            make = tuple.__new__  # Hit(...) without NamedTuple's keyword handling: 5x cheaper, same object
+            return [make(Hit, (ids[p], d, score, texts[p], docs[d][0], docs[d][1], sections[p], pages[p],
+                               _metadata(docs[d][2])))
+                    for (_, score), p, d in zip(ranked, positions.tolist(), doc_ids)]
         sql = ("SELECT c.rowid, c.id, c.document_id, c.text, d.source, d.title, c.section, c.page, d.metadata "
                "FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.rowid IN ({})")
         rows = {r[0]: r for r in self._select(sql, [rowid for rowid, _ in ranked])}

@@ -1,0 +1,69 @@
+"""Fixtures for the training tests: a tiny BERT encoder (no head, like all-MiniLM-L6-v2) with a
+tokenizer trained here, and a learnable three-label toy task written to JSONL."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import _bert_config, _tokenizer
+
+# Each label has its own words (all in the tiny tokenizer's corpus); filler words are shared.
+TOPICS = {
+    "backup": ["backups", "restore", "archive", "daily", "morning", "command"],
+    "pets": ["cat", "dogs", "mat", "bark", "night", "sat"],
+    "security": ["vault", "encryption", "master", "key", "secret", "signed"],
+}
+FILLER = ["the", "on", "at", "a", "with", "per", "runs", "uses", "supports", "in"]
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A 2-layer BERT encoder without a task head, and its tokenizer, saved in `folder`."""
+    import torch
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(folder)
+    BertModel(_bert_config(len(tokenizer))).save_pretrained(str(folder))
+    return folder
+
+
+def toy_rows(n: int, seed: int) -> list[dict]:
+    """`n` rows {"text", "label"}: three topic words and two fillers, labels in rotation."""
+    rng = random.Random(seed)
+    labels = sorted(TOPICS)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.sample(TOPICS[label], 3) + rng.sample(FILLER, 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def toy_task(folder: Path, n_train: int = 96, n_eval: int = 24) -> dict[str, Path]:
+    """train/validation/test JSONL files of the toy task in `folder`."""
+    return {"train": write_jsonl(folder / "train.jsonl", toy_rows(n_train, 1)),
+            "validation": write_jsonl(folder / "validation.jsonl", toy_rows(n_eval, 2)),
+            "test": write_jsonl(folder / "test.jsonl", toy_rows(n_eval, 3))}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """Folder of a tiny BERT encoder + tokenizer (built once per test session)."""
+    return tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> dict[str, Path]:
+    """The toy task's train/validation/test JSONL files."""
+    return toy_task(tmp_path_factory.mktemp("toy-data"))
+
