@@ -150,6 +150,24 @@ def squad_rag(r: dict, name: str) -> list[str]:
     return out
 
 
+def serve_load(r: dict, name: str) -> list[str]:
+    p, s, c, h, i = r["project"], r["search"], r["chat"], r["health"], r["in_process_search"]
+    out = [f"### {name}: `ragtune serve` on loopback ({p['documents']} documents, {p['chunks']} chunks; "
+           f"{p['embedder']['backend']} embedder, {p['generator']} generator, {p['mode']}, k={p['k']})", "",
+           machine_line(r), "",
+           "| load | requests | concurrency | errors | req/s | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|"]
+    for label, x in (("POST /search", s), ("POST /v1/chat/completions", c)):
+        out.append(f"| {label} | {x['requests']} | {x['concurrency']} | {x['errors']} | {f(x['throughput_rps'], 1)} | "
+                   f"{f(x['latency']['p50_ms'], 1)} | {f(x['latency']['p95_ms'], 1)} |")
+    load = h["during_load"]
+    out += ["", f"`/health` during the load: p50 {f(load['p50_ms'], 1)} ms, p99 {f(load['p99_ms'], 1)} ms "
+                f"({load['n']} samples). The same searches in-process: {f(i['sequential']['throughput_rps'], 1)} req/s "
+                f"one at a time, {f(i['threaded']['throughput_rps'], 1)} req/s with {i['threaded']['threads']} threads.", "",
+            "Targets: " + "; ".join(f"{k} {t['target']}: {f(t['value'])} ({'met' if t['met'] else 'NOT met'})"
+                                   for k, t in r["targets"].items())]
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", type=Path)
@@ -170,6 +188,8 @@ def main(argv=None) -> int:
             lines += onnx_embed(r, path.stem)
         elif kind == "squad-rag":
             lines += squad_rag(r, path.stem)
+        elif kind == "serve-load" or (kind is None and "in_process_search" in r):
+            lines += serve_load(r, path.stem)
         else:
             continue
         lines.append("")

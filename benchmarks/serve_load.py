@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = header(sys.argv if argv is None else ["benchmarks/serve_load.py", *argv], settings={
         "search_requests": args.search, "chat_requests": args.chat, "concurrency": args.concurrency,
         "embedder_option": args.embedder, "loopback": True, "server_worker_threads": 4})
+    payload["benchmark"] = "serve-load"
     payload.update(results)
     payload["machine_end_loadavg"] = list(os.getloadavg())
     name = "serve-load" if (args.search, args.chat) == (2000, 200) and not args.project else \
