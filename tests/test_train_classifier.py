@@ -18,7 +18,6 @@ from ragtune.train.common import MARKER, TrainingError, TrainOptions, read_log, 
 from tests.tiny_encoders import tiny_bert, toy_data, toy_rows, write_jsonl  # noqa: F401  (fixtures)
 from tests.tiny_generators import one_torch_thread  # noqa: F401  (fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def fast(out: Path, **changes) -> TrainOptions:
@@ -29,12 +28,8 @@ def fast(out: Path, **changes) -> TrainOptions:
 
 
 def ragtune_command() -> list[str]:
-    """`python -m ragtune.cli`; until cli.py registers the train commands, the same main() with them added."""
-    if "train_app" in (ROOT / "src" / "ragtune" / "cli.py").read_text(encoding="utf-8"):
-        return [sys.executable, "-m", "ragtune.cli"]
-    script = ("from ragtune import cli; from ragtune.cli_train import train_app, classify_command; "
-              "cli.app.add_typer(train_app, name='train'); cli.app.command('classify')(classify_command); cli.main()")
-    return [sys.executable, "-c", script]
+    """The `ragtune` command of this checkout, run as a module (no installed script needed)."""
+    return [sys.executable, "-m", "ragtune.cli"]
 
 
 @pytest.mark.parametrize("mode", ["full", "lora", "probe"])
@@ -172,13 +167,8 @@ def test_out_of_memory_gives_advice(tiny_bert, toy_data, tmp_path):
 
 
 def _cli():
-    import typer
+    from ragtune.cli import app
 
-    from ragtune.cli_train import classify_command, train_app
-
-    app = typer.Typer()
-    app.add_typer(train_app, name="train")
-    app.command("classify")(classify_command)
     return app
 
 

@@ -12,6 +12,7 @@ import typer
 from ragtune.cli_data import data_app
 from ragtune.cli_serve import keys_app, serve_command
 from ragtune.cli_train import classify_command, train_app
+from ragtune.cli_train_encoders import add_commands as add_encoder_training
 from ragtune.errors import RagtuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -19,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 docs_app = typer.Typer(no_args_is_help=True, help="List, show and remove indexed documents.")
 app.add_typer(docs_app, name="docs")
 app.add_typer(data_app, name="data")
+add_encoder_training(train_app)
 app.add_typer(train_app, name="train")
 app.add_typer(keys_app, name="keys")
 

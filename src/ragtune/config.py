@@ -72,13 +72,13 @@ class IngestConfig(_Section):
 
 
 class GeneratorConfig(_Section):
-    backend: str = Field("extractive", description="Generator backend: extractive (offline default, no LLM), hf (local transformers model) or openai (any OpenAI-compatible endpoint).")
-    model: str | None = Field(None, description="hf: HF id or local folder of a causal or seq2seq model; openai: the model name the endpoint serves.")
+    backend: str = Field("extractive", description="Generator backend: extractive (offline default, no LLM), reader (an extractive reader trained with `ragtune train reader`), hf (local transformers model) or openai (any OpenAI-compatible endpoint).")
+    model: str | None = Field(None, description="hf: HF id or local folder of a causal or seq2seq model; reader: folder of a trained reader (or any question-answering model); openai: the model name the endpoint serves.")
     adapter: str | None = Field(None, description="hf only: folder of a peft LoRA adapter applied on top of `model`.")
     max_new_tokens: int = Field(256, ge=1, description="Longest answer, in tokens.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (deterministic).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (used when temperature > 0).")
-    device: str = Field("auto", description="hf only: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    device: str = Field("auto", description="hf and reader: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     dtype: str = Field("auto", description="hf only: 'auto' (bf16 on GPUs that support it, else fp32), 'float32', 'float16', 'bfloat16'.")
     context_window: int | None = Field(None, ge=128, description="Tokens the model reads (prompt + answer); default: from the model config (hf) or 8192 (openai).")
     base_url: str = Field("http://127.0.0.1:8000/v1", description="openai only: the endpoint's base URL (vLLM, Ollama http://127.0.0.1:11434/v1, llama.cpp server, https://api.openai.com/v1).")
@@ -86,7 +86,7 @@ class GeneratorConfig(_Section):
     timeout: float = Field(60.0, gt=0, description="openai only: seconds to wait for a response.")
     max_retries: int = Field(3, ge=0, description="openai only: retries with exponential backoff on 429, 5xx and connection errors.")
     max_sentences: int = Field(2, ge=1, description="extractive only: sentences in an answer.")
-    min_score: float = Field(0.35, description="extractive only: abstain when no sentence scores this high (0-1: cosine similarity blended with lexical overlap).")
+    min_score: float = Field(0.35, description="extractive and reader: abstain when the best answer scores below this (extractive: cosine similarity blended with lexical overlap, 0-1; reader: the span's probability in its window, 0-1).")
     lexical_weight: float = Field(0.3, ge=0, le=1, description="extractive only: share of lexical overlap in a sentence's score (the rest is embedding similarity).")
 
 

@@ -26,7 +26,7 @@ def _load() -> None:
     global _builtins_loaded, _plugins_loaded
     if not _builtins_loaded:
         _builtins_loaded = True
-        from ragtune.generate import extractive, hf, openai  # noqa: F401  (they register themselves)
+        from ragtune.generate import extractive, hf, openai, reader  # noqa: F401  (they register themselves)
         from ragtune.knowledge import embedders, onnx, store  # noqa: F401
         from ragtune.retrieve import rerank  # noqa: F401
     if not _plugins_loaded:

@@ -158,8 +158,11 @@ def resolve_model_path(name: str, setting: str = "embedder.model") -> Path:
 
 def weights_fingerprint(folder: Path) -> str:
     """sha256 over the model's config and weight files, cached by (path, size, mtime)."""
+    # checkpoints/ (left by `ragtune train`) holds training states, not the model: deleting it must
+    # not change the model's identity.
     files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and (p.suffix in (".safetensors", ".bin", ".onnx") or p.name == "config.json"))
+                   if p.is_file() and (p.suffix in (".safetensors", ".bin", ".onnx") or p.name == "config.json")
+                   and "checkpoints" not in p.relative_to(folder).parts[:-1])
     key = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
     cache_file = cache_dir() / "fingerprints.json"
     try:

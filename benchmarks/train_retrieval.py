@@ -1,0 +1,350 @@
+"""SciFact retrieval fine-tuning: the embedder (`ragtune train embedder`) and the reranker
+(`ragtune train reranker`), trained on SciFact's train queries and measured on its test queries.
+
+    python benchmarks/train_retrieval.py --data ../shared/data/scifact --workdir /tmp/bench-sf-train
+
+1. Index the corpus with the default embedder (all-MiniLM-L6-v2; a rerun reuses the workdir's index).
+2. Training pairs from qrels/train.tsv: (query, title + abstract of a relevant document), one hard
+   negative each (the base hybrid search's best non-relevant document). 10% of the train queries
+   (by query id, seeded) are held out for model selection: nDCG@10 of their positives among ~1,000
+   distractors mined the same way (top hybrid hits of those queries) plus other documents.
+3. Fine-tune the embedder through `ragtune.train.embedder.train_embedder`, copy the base project and
+   re-embed it with the fine-tuned model (`ragtune index --reembed`'s code path), and compare dense
+   and hybrid nDCG@10 on the 300 test queries, base vs fine-tuned.
+4. Train a cross-encoder reranker through `ragtune.train.reranker.train_reranker` on the same train
+   queries with negatives mined by the best first stage, score that first stage's top 50 documents
+   once per test query (the reranker reads each document's best chunk), and report nDCG@10 for the
+   top N in {10, 20, 50} reranked, with a paired bootstrap 95% interval of the gain over the first
+   stage, and the latency per query of each N.
+
+No test query, and no document judged relevant for one, is used in training or model selection.
+The result goes to benchmarks/results/train-retrieval-<folder>.json (ids and figures, no text).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS_DIR, fail, header, latency_summary, log, write_result  # noqa: E402
+from beir import evaluate, find_data, load_qrels, load_queries, open_project, run_quality  # noqa: E402
+
+TARGETS = {"dense_ndcg@10_finetuned": 0.675, "rerank_stretch_ndcg@10": 0.74}
+TOP_N = (10, 20, 50)
+
+
+def load_corpus(path: Path) -> dict[str, str]:
+    """doc id -> "title\\ntext" (what a training pair's positive reads)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    docs = {}
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                title = (row.get("title") or "").strip()
+                docs[str(row["_id"])] = f"{title}\n{row['text']}" if title else row["text"]
+    return docs
+
+
+def subset_corpus(corpus: Path, keep: set[str], extra: int, out: Path) -> Path:
+    """A smaller BEIR corpus for smoke runs: the judged documents plus the first `extra` others."""
+    opener = gzip.open if corpus.suffix == ".gz" else open
+    kept = 0
+    with opener(corpus, "rt", encoding="utf-8") as fh, open(out, "w", encoding="utf-8") as dst:
+        for line in fh:
+            if not line.strip():
+                continue
+            doc_id = str(json.loads(line)["_id"])
+            if doc_id in keep or kept < extra:
+                kept += doc_id not in keep
+                dst.write(line)
+    return out
+
+
+def mined(project, queries: dict[str, str], qids: list[str], relevant: dict, depth: int,
+          docs: dict[str, str] | None = None) -> dict[str, list]:
+    """query id -> [(doc id, text)] of the hybrid search's top `depth` non-relevant documents; the
+    text is the hit's best chunk, or with `docs` the document as the positives read (title + text)."""
+    found = {}
+    for q in qids:
+        hits = project.search(queries[q], mode="hybrid", k=depth, unit="documents")
+        found[q] = [(h.document_id, docs[h.document_id] if docs else h.text) for h in hits
+                    if h.document_id not in relevant.get(q, {})]
+    return found
+
+
+def bootstrap_interval(deltas: list[float], resamples: int = 10_000, seed: int = 0) -> list[float]:
+    """Paired bootstrap 95% interval of the mean per-query difference."""
+    values = np.asarray(deltas)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def pair_rows(qids: list[str], queries: dict, relevant: dict, docs: dict, negatives: dict | None = None) -> list[dict]:
+    rows = []
+    for q in qids:
+        for doc_id, grade in sorted(relevant[q].items()):
+            if grade > 0 and doc_id in docs:
+                row = {"query": queries[q], "positive": docs[doc_id]}
+                if negatives is not None and negatives.get(q):
+                    row["negative"] = negatives[q][0][1]
+                rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path, help="SciFact BEIR folder (corpus, queries, qrels/train.tsv, qrels/test.tsv)")
+    parser.add_argument("--workdir", required=True, type=Path, help="projects and trained models are kept here")
+    parser.add_argument("--epochs", type=float, default=2.0, help="embedder epochs (default 2)")
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per text in training (MiniLM reads 256)")
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--distractors", type=int, default=1000)
+    parser.add_argument("--rerank-epochs", type=float, default=1.0)
+    parser.add_argument("--rerank-learning-rate", type=float, default=3e-5)
+    parser.add_argument("--rerank-negatives", type=int, default=3, help="negatives per training query (mined)")
+    parser.add_argument("--rerank-backend", default="onnx", choices=["onnx", "cross-encoder"],
+                        help="how the trained reranker scores the test queries (default onnx: int8, the CPU default)")
+    parser.add_argument("--latency-queries", type=int, default=50, help="test queries timed for each N")
+    parser.add_argument("--limit", type=int, default=0, help="smoke run: N train and N test queries, a small corpus")
+    parser.add_argument("--skip-reranker", action="store_true")
+    parser.add_argument("--reuse-embedder", action="store_true",
+                        help="keep the embedder trained by an earlier full run in --workdir (its training figures are copied from that run's result file)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, help="result file (default benchmarks/results/train-retrieval-<folder>.json)")
+    args = parser.parse_args(argv)
+
+    from ragtune.config import ProjectConfig
+    from ragtune.project import Project
+    from ragtune.train.common import TrainOptions
+
+    started = time.perf_counter()
+    data = args.data.expanduser().resolve()
+    files = find_data(data, "test")
+    train_file = data / "qrels" / "train.tsv"
+    if not train_file.is_file():
+        fail(f"{train_file} is missing: the embedder and reranker train on SciFact's train queries.")
+    test_rel, train_rel = load_qrels(files["qrels"]), load_qrels(train_file)
+    queries = load_queries(files["queries"], set(test_rel) | set(train_rel))
+    test_qids = sorted(q for q in test_rel if q in queries)
+    train_qids = sorted(q for q in train_rel if q in queries)
+    overlap = set(test_qids) & set(train_qids)
+    if overlap:
+        fail(f"{len(overlap)} queries are in both qrels/train.tsv and qrels/test.tsv; refusing to train on test queries")
+    workdir = args.workdir.expanduser().resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = args.out or (Path("/tmp") / f"train-retrieval-{data.name}-limit{args.limit}.json" if args.limit
+                       else RESULTS_DIR / f"train-retrieval-{data.name}.json")
+    corpus_file = files["corpus"]
+    if args.limit:
+        rng = random.Random(args.seed)
+        train_qids, test_qids = sorted(rng.sample(train_qids, args.limit)), sorted(rng.sample(test_qids, args.limit))
+        keep = {d for q in train_qids for d in train_rel[q]} | {d for q in test_qids for d in test_rel[q]}
+        corpus_file = subset_corpus(corpus_file, keep, 4 * args.limit, workdir / "corpus-subset.jsonl")
+    docs = load_corpus(corpus_file)
+    test_docs = {d for q in test_qids for d in test_rel[q]}
+    shuffled = train_qids[:]
+    random.Random(args.seed).shuffle(shuffled)
+    n_val = max(1, round(args.val_fraction * len(shuffled)))
+    val_qids, fit_qids = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+    log(f"{len(fit_qids)} training + {len(val_qids)} validation queries (train split), {len(test_qids)} test queries")
+
+    # 1. The base index.
+    base, base_info = open_project(workdir / "base", corpus_file, progress=True)
+    base_runs, base_latency = run_quality(base, queries, test_qids, 100, ["dense", "hybrid"])
+    base_quality = {m: evaluate(test_rel, base_runs[m], test_qids) for m in base_runs}
+    log("base: " + ", ".join(f"{m} nDCG@10 {base_quality[m]['means']['ndcg@10']:.4f}" for m in base_quality))
+
+    # 2. Training pairs, hard negatives from the base hybrid search.
+    t0 = time.perf_counter()
+    negatives = mined(base, queries, fit_qids + val_qids, train_rel, depth=10)
+    mining_seconds = time.perf_counter() - t0
+    train_rows = pair_rows(fit_qids, queries, train_rel, docs, negatives)
+    val_rows = pair_rows(val_qids, queries, train_rel, docs)
+    distractor_texts = [text for q in val_qids for _, text in negatives[q]]
+    used_by_test = sum(1 for q in fit_qids + val_qids for d, _ in negatives[q][:1] if d in test_docs)
+    log(f"{len(train_rows)} training pairs, {len(val_rows)} validation pairs, {len(distractor_texts)} mined distractors "
+        f"(mining {mining_seconds:.1f} s)")
+
+    # 3. The embedder.
+    from ragtune.train.embedder import train_embedder
+
+    emb_dir, tuned_dir = workdir / "embedder", workdir / "finetuned"
+    previous = None
+    if args.reuse_embedder:
+        try:
+            earlier = json.loads(out.read_text())
+            previous = {"run_created": earlier["created"], **earlier["embedder"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            fail("--reuse-embedder needs the result file of an earlier full run with this workdir")
+        if not ((emb_dir / "metrics.json").is_file() and (tuned_dir / "project").is_dir()):
+            fail(f"--reuse-embedder: no trained embedder and re-embedded project in {workdir}")
+    config = ProjectConfig.model_validate({"embedder": {"model": str(emb_dir)}})
+    if previous is None:
+        steps_per_epoch = max(1, -(-len(train_rows) // args.batch_size))
+        eval_steps = max(1, steps_per_epoch // 2)
+        if emb_dir.exists():
+            shutil.rmtree(emb_dir)
+        options = TrainOptions(output_dir=str(emb_dir), seed=args.seed, learning_rate=args.learning_rate,
+                               batch_size=args.batch_size, epochs=args.epochs, warmup_ratio=0.1,
+                               max_length=args.max_length, eval_steps=eval_steps, logging_steps=max(1, eval_steps // 4))
+        t0 = time.perf_counter()
+        emb = train_embedder(train_rows, val_rows, options=options, corpus=distractor_texts, distractors=args.distractors)
+        embedder_seconds = time.perf_counter() - t0
+        training = {"seconds": embedder_seconds, **emb.metrics}
+        log(f"embedder: validation nDCG@10 {emb.metrics['validation_before']['ndcg@10']:.4f} -> "
+            f"{emb.metrics['validation']['ndcg@10']:.4f} in {embedder_seconds:.0f} s")
+        base.close()
+    else:  # the embedder of the earlier run; everything after training is measured again
+        base.close()
+        training = {**previous["training"], "reused_from_run_of": previous.get("run_created")}
+        log(f"reusing the embedder trained in {workdir} (validation nDCG@10 {training['validation']['ndcg@10']:.4f})")
+    if tuned_dir.exists():
+        shutil.rmtree(tuned_dir)
+    shutil.copytree(workdir / "base" / "project", tuned_dir / "project")
+    tuned = Project(tuned_dir / "project", config)
+    t0 = time.perf_counter()
+    report = tuned.index([str(corpus_file)], reembed=True, progress=True)
+    reembed = {"reembed_seconds": time.perf_counter() - t0, "reembed_chunks": report.chunks_embedded}
+    log(f"re-embedded {tuned.store().count_chunks()} chunks in {reembed['reembed_seconds']:.0f} s")
+    tuned_runs, tuned_latency = run_quality(tuned, queries, test_qids, 100, ["dense", "hybrid"])
+    tuned_quality = {m: evaluate(test_rel, tuned_runs[m], test_qids) for m in tuned_runs}
+    log("fine-tuned: " + ", ".join(f"{m} nDCG@10 {tuned_quality[m]['means']['ndcg@10']:.4f}" for m in tuned_quality))
+    embedder_result = {
+        "pairs": {"train": len(train_rows), "validation": len(val_rows), "train_queries": len(fit_qids),
+                  "validation_queries": len(val_qids), "hard_negative_in_a_test_qrel": used_by_test},
+        "training": training, **reembed, "run_created": (previous or {}).get("run_created") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "test": {stage: {m: {"means": q[m]["means"], "latency": lat[m]["total"]} for m in q}
+                 for stage, q, lat in (("base", base_quality, base_latency), ("finetuned", tuned_quality, tuned_latency))},
+        "per_query_ndcg@10": {f"{stage}_{m}": q[m]["per_query"]["ndcg@10"]
+                              for stage, q in (("base", base_quality), ("finetuned", tuned_quality)) for m in q},
+    }
+    for m in ("dense", "hybrid"):
+        deltas = np.subtract(tuned_quality[m]["per_query"]["ndcg@10"], base_quality[m]["per_query"]["ndcg@10"])
+        embedder_result["test"][f"{m}_gain_ci95"] = bootstrap_interval(list(deltas))
+
+    # 4. The reranker on the best first stage.
+    reranker_result = None
+    if not args.skip_reranker:
+        first_name, first, first_quality = max(
+            [("base_hybrid", base, base_quality["hybrid"]), ("finetuned_hybrid", tuned, tuned_quality["hybrid"])],
+            key=lambda item: item[2]["means"]["ndcg@10"])
+        if first is base:
+            base = Project(workdir / "base" / "project", ProjectConfig())
+            first = base
+        log(f"reranker: first stage {first_name} (nDCG@10 {first_quality['means']['ndcg@10']:.4f})")
+        t0 = time.perf_counter()
+        # Negatives in the positives' form (title + abstract): a cross-encoder given positives and
+        # negatives in two different forms learns the form, not relevance.
+        rerank_negatives = mined(first, queries, fit_qids + val_qids, train_rel, depth=args.rerank_negatives + 8,
+                                 docs=docs)
+        mining_seconds = time.perf_counter() - t0
+        texts_by_query = {queries[q]: [t for _, t in rerank_negatives[q]] for q in fit_qids + val_qids}
+        from ragtune.train.reranker import train_reranker
+
+        rr_dir = workdir / "reranker"
+        if rr_dir.exists():
+            shutil.rmtree(rr_dir)
+        rows = pair_rows(fit_qids, queries, train_rel, docs)
+        steps_per_epoch = max(1, -(-len(rows) * (1 + args.rerank_negatives) // args.batch_size))
+        eval_steps = max(1, steps_per_epoch // 2)
+        options = TrainOptions(output_dir=str(rr_dir), seed=args.seed, learning_rate=args.rerank_learning_rate,
+                               batch_size=args.batch_size, epochs=args.rerank_epochs, warmup_ratio=0.1,
+                               max_length=args.max_length, eval_steps=eval_steps, logging_steps=max(1, eval_steps // 4))
+        t0 = time.perf_counter()
+        rr = train_reranker(rows, pair_rows(val_qids, queries, train_rel, docs), options=options,
+                            negatives_per_query=args.rerank_negatives, mine_from=lambda q: texts_by_query.get(q, []))
+        reranker_seconds = time.perf_counter() - t0
+        log(f"reranker: validation MRR@10 {rr.metrics['validation_before'].get('mrr@10', 0):.4f} -> "
+            f"{rr.metrics['validation'].get('mrr@10', 0):.4f} in {reranker_seconds:.0f} s")
+
+        from ragtune.config import RerankConfig
+        from ragtune.registry import create
+
+        reranker = create("reranker", args.rerank_backend, RerankConfig(model=str(rr_dir), backend=args.rerank_backend))
+        reranker.scores("warm-up", ["warm-up text"])
+        runs = {n: {} for n in TOP_N}
+        first_run, search_s, score_s = {}, [], []
+        depth = max(TOP_N)
+        for q in test_qids:
+            t0 = time.perf_counter()
+            hits = first.search(queries[q], mode="hybrid", k=depth, unit="documents")
+            search_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            scores = reranker.scores(queries[q], [docs[h.document_id] for h in hits])
+            score_s.append(time.perf_counter() - t0)
+            ids = [h.document_id for h in hits]
+            first_run[q] = ids
+            for n in TOP_N:
+                top = sorted(range(min(n, len(ids))), key=lambda i: -scores[i])
+                runs[n][q] = [ids[i] for i in top] + ids[n:]
+        first_eval = evaluate(test_rel, first_run, test_qids)
+        timed = test_qids[:args.latency_queries]
+        latency = {}
+        for n in TOP_N:
+            totals = []
+            for q in timed:
+                t0 = time.perf_counter()
+                hits = first.search(queries[q], mode="hybrid", k=n, unit="documents")
+                reranker.scores(queries[q], [docs[h.document_id] for h in hits])
+                totals.append(time.perf_counter() - t0)
+            latency[n] = latency_summary(totals)
+        reranked = {}
+        for n in TOP_N:
+            ev = evaluate(test_rel, runs[n], test_qids)
+            deltas = np.subtract(ev["per_query"]["ndcg@10"], first_eval["per_query"]["ndcg@10"])
+            ci = bootstrap_interval(list(deltas))
+            reranked[f"top{n}"] = {"means": ev["means"], "gain_over_first_stage": float(deltas.mean()),
+                                   "gain_ci95": ci, "ci_above_zero": ci[0] > 0,
+                                   "latency_search_and_rerank": latency[n],
+                                   "per_query_ndcg@10": ev["per_query"]["ndcg@10"]}
+            log(f"rerank top {n}: nDCG@10 {ev['means']['ndcg@10']:.4f} (gain {deltas.mean():+.4f}, 95% CI "
+                f"[{ci[0]:+.4f}, {ci[1]:+.4f}]), search + rerank p50 {latency[n]['p50_ms']:.0f} ms")
+        reranker_result = {
+            "first_stage": {"name": first_name, "means": first_eval["means"]},
+            "training": {"seconds": reranker_seconds, "mining_seconds": mining_seconds, **rr.metrics},
+            "backend": args.rerank_backend, "scored_per_query": depth,
+            "scoring_all_test_queries": {"search": latency_summary(search_s), "rerank_top50": latency_summary(score_s)},
+            "latency_queries": len(timed), "reranked": reranked,
+        }
+        if first is base:
+            base.close()
+    tuned.close()
+
+    best_rerank = max((r["means"]["ndcg@10"] for r in (reranker_result or {}).get("reranked", {}).values()), default=None)
+    dense_tuned = tuned_quality["dense"]["means"]["ndcg@10"]
+    targets = {"dense_ndcg@10_finetuned": {"target": f">= {TARGETS['dense_ndcg@10_finetuned']}", "value": dense_tuned,
+                                           "met": dense_tuned >= TARGETS["dense_ndcg@10_finetuned"]}}
+    if reranker_result:
+        best = max(reranker_result["reranked"].values(), key=lambda r: r["means"]["ndcg@10"])
+        targets["rerank_above_first_stage_ci"] = {"target": "paired 95% interval of the gain above 0",
+                                                  "value": best["gain_ci95"], "met": best["ci_above_zero"]}
+        targets["rerank_stretch_ndcg@10"] = {"target": f">= {TARGETS['rerank_stretch_ndcg@10']}", "value": best_rerank,
+                                             "met": best_rerank >= TARGETS["rerank_stretch_ndcg@10"]}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    payload = {**header(argv, settings), "data": {"folder": str(data), "corpus": str(corpus_file),
+                                                     "documents": len(docs), "test_queries": test_qids},
+               "base_index": base_info, "targets": targets, "embedder": embedder_result, "reranker": reranker_result,
+               "seconds_total": time.perf_counter() - started, "loadavg_end": list(os.getloadavg())}
+    path = write_result(f"train-retrieval-{data.name}", payload, out)
+    log(f"wrote {path}")
+    for name, row in targets.items():
+        log(f"target {name}: {row['value']} ({row['target']}) {'met' if row['met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
