@@ -579,3 +579,11 @@ def write_model_card(folder: str | os.PathLike, *, title: str, base_model: str, 
     tmp.write_text("\n".join(lines), encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def arguments_as(cls, args, **extra):
+    """The settings of TrainingArguments `args` as a subclass `cls` (a sentence-transformers
+    trainer's arguments), whose own extra fields keep their defaults unless given in `extra`."""
+    import dataclasses
+
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}, **extra)

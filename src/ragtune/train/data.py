@@ -833,3 +833,11 @@ def _split_warnings(report: SplitReport, ratios: tuple[float, ...], out: Path, g
         if (out / f"{name}.jsonl").exists():
             warnings.append(f"{out / name}.jsonl is left over from an earlier split: remove it")
     return warnings
+
+
+def row_negatives(row: dict) -> list[str]:
+    """The non-empty negatives of a pairs row (`negative` may be one text or a list)."""
+    negative = row.get("negative")
+    if not negative:
+        return []
+    return [negative] if isinstance(negative, str) else [n for n in negative if n]

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ragtune.config import DEFAULT_EMBEDDER
-from ragtune.train.common import (CHECKPOINTS, TrainOptions, atomic_trainer, check_resumable, data_fingerprint,
-                                  is_main_process, run_training, write_json_atomic, write_model_card)
+from ragtune.train.common import (CHECKPOINTS, TrainOptions, arguments_as, atomic_trainer, check_resumable,
+                                  data_fingerprint, is_main_process, run_training, write_json_atomic,
+                                  write_model_card)
+from ragtune.train.data import row_negatives
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,13 @@ class EmbedderResult(NamedTuple):
     """{"train": {...}, "validation_before": {...}, "validation": {...}} (validation: ndcg@10, mrr@10, ...)."""
 
 
-def _negatives(row: dict) -> list[str]:
-    negative = row.get("negative")
-    if not negative:
-        return []
-    return [negative] if isinstance(negative, str) else [n for n in negative if n]
-
-
 def _pair_columns(rows: list[dict]) -> dict[str, list[str]]:
     """Columns anchor, positive[, negative_1..n]: as many explicit negatives as every row has."""
-    shared = min(len(_negatives(row)) for row in rows)
+    shared = min(len(row_negatives(row)) for row in rows)
     columns = {"anchor": [row["query"] for row in rows], "positive": [row["positive"] for row in rows]}
     for i in range(shared):
-        columns[f"negative_{i + 1}"] = [_negatives(row)[i] for row in rows]
-    if shared == 0 and any(_negatives(row) for row in rows):
+        columns[f"negative_{i + 1}"] = [row_negatives(row)[i] for row in rows]
+    if shared == 0 and any(row_negatives(row) for row in rows):
         log.warning("some pairs have no negative: explicit negatives are not used (in-batch negatives only)")
     return columns
 
@@ -92,16 +87,11 @@ def _scores(evaluator, model) -> dict:
 
 
 def sentence_transformer_arguments(args):
-    """The same settings as a `SentenceTransformerTrainingArguments` (whose extra fields keep
-    their defaults, except the batch sampler: no duplicate texts in a batch, since a duplicate
-    would be a false in-batch negative)."""
-    import dataclasses
-
+    """`args` as SentenceTransformerTrainingArguments, with a batch sampler that never puts two
+    equal texts in one batch (a duplicate would be a false in-batch negative)."""
     from sentence_transformers import SentenceTransformerTrainingArguments
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
-    # The sampler by its value: BatchSamplers moved module in sentence-transformers 6 (the old import warns).
-    return SentenceTransformerTrainingArguments(**values, batch_sampler="no_duplicates")
+    return arguments_as(SentenceTransformerTrainingArguments, args, batch_sampler="no_duplicates")
 
 
 def train_embedder(train: Any, validation: Any = None, *, model: str = DEFAULT_MODEL, options: TrainOptions | None = None,
@@ -140,8 +130,8 @@ def train_embedder(train: Any, validation: Any = None, *, model: str = DEFAULT_M
     evaluator = eval_dataset = None
     if "validation" in splits:
         rows = splits["validation"].rows
-        others = [t for r in train_examples.rows for t in (r["positive"], *_negatives(r))]
-        others += [t for r in rows for t in _negatives(r)] + list(corpus or [])
+        others = [t for r in train_examples.rows for t in (r["positive"], *row_negatives(r))]
+        others += [t for r in rows for t in row_negatives(r)] + list(corpus or [])
         evaluator = validation_evaluator(rows, others, distractors=distractors, seed=options.seed,
                                          batch_size=options.batch_size)
         eval_dataset = Dataset.from_dict(_pair_columns(rows))

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from ragtune.config import DEFAULT_EMBEDDER
-from ragtune.train.common import (CHECKPOINTS, TrainOptions, atomic_trainer, check_resumable, data_fingerprint,
-                                  is_main_process, run_training, write_json_atomic, write_model_card)
+from ragtune.train.common import (CHECKPOINTS, TrainOptions, arguments_as, atomic_trainer, check_resumable,
+                                  data_fingerprint, is_main_process, run_training, write_json_atomic,
+                                  write_model_card)
+from ragtune.train.data import row_negatives
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,6 @@ class RerankerResult(NamedTuple):
     """{"train": {...}, "validation_before": {...}, "validation": {"mrr@10", "ndcg@10", "map", "n"}}."""
 
 
-def _own_negatives(row: dict) -> list[str]:
-    negative = row.get("negative")
-    if not negative:
-        return []
-    return [negative] if isinstance(negative, str) else [n for n in negative if n]
-
-
 def query_groups(rows: list[dict], *, negatives_per_query: int, mine_from: Callable[[str], list[str]] | None,
                  fill_from: list[str], seed: int) -> list[dict]:
     """One {"query", "positive": [text], "negative": [texts]} per row, negatives as the module says."""
@@ -55,7 +50,7 @@ def query_groups(rows: list[dict], *, negatives_per_query: int, mine_from: Calla
     for row in rows:
         positive = row["positive"]
         negatives: list[str] = []
-        candidates = _own_negatives(row) + (list(mine_from(row["query"])) if mine_from else [])
+        candidates = row_negatives(row) + (list(mine_from(row["query"])) if mine_from else [])
         for text in candidates:
             if len(negatives) >= negatives_per_query:
                 break
@@ -113,7 +108,7 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
     check_resumable(out / RUN_FILE, record, options)
 
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
     from transformers import set_seed
@@ -131,7 +126,7 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
     if "validation" in groups:
         evaluator = CrossEncoderRerankingEvaluator(groups["validation"], at_k=10, name=EVALUATOR_NAME,
                                                    batch_size=options.batch_size, write_csv=False)
-    args = _cross_encoder_arguments(training_arguments(
+    args = arguments_as(CrossEncoderTrainingArguments, training_arguments(
         options, output_dir=out / CHECKPOINTS, has_validation=evaluator is not None,
         primary_metric=PRIMARY_METRIC, progress=progress))
     if is_main_process():
@@ -163,12 +158,3 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
                                   "Mined negatives": "yes" if mine_from else "no", "Steps": output.global_step,
                                   "Use": f"rag: {{rerank: {{model: {out}}}}} in ragtune.yaml"})
     return RerankerResult(out, metrics)
-
-
-def _cross_encoder_arguments(args):
-    """The TrainingArguments' settings as `CrossEncoderTrainingArguments`."""
-    import dataclasses
-
-    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
-
-    return CrossEncoderTrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init})
