@@ -11,9 +11,10 @@ from typing import Callable, List, Optional
 import typer
 
 from ragtune.cli_train import _columns, with_training_flags
+from ragtune.config import DEFAULT_EMBEDDER
 from ragtune.train.common import TrainOptions, is_main_process
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MODEL = DEFAULT_EMBEDDER
 
 _PAIRS_HELP = "Training data: .jsonl, .json, .csv or .tsv with query, positive and optional negative."
 

@@ -57,6 +57,13 @@ class ReaderGenerator:
         return resolve_model_path(self.config.model, "generator.model")
 
     @cached_property
+    def settings(self) -> dict:
+        """The window settings the reader was trained with (read once)."""
+        from ragtune.train.reader import reader_settings
+
+        return reader_settings(self._path)
+
+    @cached_property
     def tokenizer(self):
         from transformers import AutoTokenizer
 
@@ -83,14 +90,13 @@ class ReaderGenerator:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, prompt: Prompt) -> Generation:
-        from ragtune.train.reader import read_spans, reader_settings
+        from ragtune.train.reader import read_spans
 
         texts = [hit.text for hit in prompt.sources]
         if not texts or not prompt.question.strip():
             return Generation(ABSTAIN_TEXT, abstained=True, finish_reason="stop")
-        settings = reader_settings(self._path)
         spans = read_spans(self.model, self.tokenizer, prompt.question, texts,
-                           max_length=settings["max_length"], stride=settings["stride"])
+                           max_length=self.settings["max_length"], stride=self.settings["stride"])
         spans = [s for s in spans if texts[s.context][s.start:s.end].strip()]
         if not spans or spans[0].probability < self.config.min_score:
             return Generation(ABSTAIN_TEXT, abstained=True, finish_reason="stop")

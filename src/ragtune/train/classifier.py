@@ -25,16 +25,15 @@ import numpy as np
 
 from ragtune.config import DEFAULT_EMBEDDER
 from ragtune.errors import InputError, require
-from ragtune.train.common import (CHECKPOINTS, LoraOptions, TrainOptions, atomic_trainer, check_resumable,
-                                  data_fingerprint, is_main_process, lora_target_modules, run_training,
-                                  write_json_atomic, write_model_card)
+from ragtune.train.common import (CHECKPOINTS, RUN_FILE, LoraOptions, TrainOptions, atomic_trainer, check_resumable,
+                                  data_fingerprint, lora_target_modules, open_run_folder, run_training,
+                                  train_summary, write_json_atomic, write_model_card)
 
 log = logging.getLogger(__name__)
 
 MODES = ("full", "lora", "probe")
 DEFAULT_MODEL = DEFAULT_EMBEDDER
 PRIMARY_METRIC = "macro_f1"
-RUN_FILE = "ragtune_run.json"
 _HEAD_MODULES = ("pre_classifier", "classifier", "score", "pooler")
 
 
@@ -154,9 +153,7 @@ def train_classifier(train: Any, validation: Any = None, test: Any = None, *, mo
     network = _prepare_mode(network, mode, lora)
     args = training_arguments(options, output_dir=out / CHECKPOINTS, has_validation="validation" in encoded,
                               primary_metric=PRIMARY_METRIC, progress=progress)
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / RUN_FILE, record)
+    open_run_folder(out, record)
 
     def compute_metrics(prediction) -> dict:
         scores = classification_metrics(prediction.label_ids, np.argmax(prediction.predictions, axis=-1), labels)
@@ -170,8 +167,7 @@ def train_classifier(train: Any, validation: Any = None, test: Any = None, *, mo
     output = run_training(trainer, options, out, oom_hints=hints, title=f"classifier ({mode}) loss")
 
     metrics: dict = {"labels": labels, "mode": mode, "world_size": trainer.args.world_size,
-                     "train": {**output.metrics, "global_step": output.global_step,
-                               "best_checkpoint": trainer.state.best_model_checkpoint}}
+                     "train": train_summary(trainer, output)}
     predictions: dict[str, list[str]] = {}
     rows_out: dict[str, list[dict]] = {}
     for name in ("validation", "test"):

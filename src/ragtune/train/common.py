@@ -37,6 +37,7 @@ from ragtune.errors import ConfigError, RagtuneError
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+RUN_FILE = "ragtune_run.json"  # what a run was started with: resume checks it
 LOG_NAME = "train_log.jsonl"
 CURVE_NAME = "loss_curve.png"
 MARKER = "checkpoint_complete.json"
@@ -587,3 +588,17 @@ def arguments_as(cls, args, **extra):
     import dataclasses
 
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}, **extra)
+
+
+def open_run_folder(out: Path, record: dict) -> None:
+    """Create the output folder and write its run record (main process only). Call it after every
+    check a user's input can fail, so that a bad run leaves nothing behind."""
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / RUN_FILE, record)
+
+
+def train_summary(trainer, output, **extra) -> dict:
+    """The "train" part of a run's metrics: the trainer's figures, steps and the checkpoint kept."""
+    return {**output.metrics, "global_step": output.global_step, **extra,
+            "best_checkpoint": trainer.state.best_model_checkpoint}

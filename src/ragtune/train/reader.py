@@ -27,12 +27,12 @@ import numpy as np
 
 from ragtune.config import DEFAULT_EMBEDDER
 from ragtune.errors import InputError
-from ragtune.train.common import (CHECKPOINTS, TrainOptions, atomic_trainer, check_resumable, data_fingerprint,
-                                  is_main_process, run_training, write_json_atomic, write_model_card)
+from ragtune.train.common import (CHECKPOINTS, RUN_FILE, TrainOptions, atomic_trainer, check_resumable,
+                                  data_fingerprint, open_run_folder, run_training, train_summary, write_json_atomic,
+                                  write_model_card)
 
 DEFAULT_MODEL = DEFAULT_EMBEDDER
 PRIMARY_METRIC = "f1"
-RUN_FILE = "ragtune_run.json"
 SETTINGS_FILE = "reader.json"
 MAX_ANSWER_TOKENS = 30
 
@@ -232,9 +232,7 @@ def train_reader(train: Any, validation: Any = None, *, model: str = DEFAULT_MOD
         network = AutoModelForQuestionAnswering.from_pretrained(str(model_path))
     args = training_arguments(options, output_dir=out / CHECKPOINTS, has_validation="validation" in features,
                               primary_metric=PRIMARY_METRIC, progress=progress)
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / RUN_FILE, record)
+    open_run_folder(out, record)
 
     def compute_metrics(prediction) -> dict:
         start_logits, end_logits = prediction.predictions[:2]
@@ -250,8 +248,7 @@ def train_reader(train: Any, validation: Any = None, *, model: str = DEFAULT_MOD
         processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics if "validation" in features else None, callbacks=callbacks)
     output = run_training(trainer, options, out, title="reader loss (span start + end)")
-    metrics: dict = {"train": {**output.metrics, "global_step": output.global_step, "windows": len(features["train"][0]),
-                               "best_checkpoint": trainer.state.best_model_checkpoint}}
+    metrics: dict = {"train": train_summary(trainer, output, windows=len(features["train"][0]))}
     if "validation" in features:
         result = trainer.evaluate(metric_key_prefix="validation")
         metrics["validation"] = {"exact_match": result["validation_exact_match"], "f1": result["validation_f1"],

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from ragtune.config import DEFAULT_EMBEDDER
-from ragtune.train.common import (CHECKPOINTS, TrainOptions, arguments_as, atomic_trainer, check_resumable,
-                                  data_fingerprint, is_main_process, run_training, write_json_atomic,
+from ragtune.train.common import (CHECKPOINTS, RUN_FILE, TrainOptions, arguments_as, atomic_trainer, check_resumable,
+                                  data_fingerprint, open_run_folder, run_training, train_summary, write_json_atomic,
                                   write_model_card)
 from ragtune.train.data import row_negatives
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = DEFAULT_EMBEDDER
 EVALUATOR_NAME = "validation"
 PRIMARY_METRIC = f"{EVALUATOR_NAME}_mrr@10"
-RUN_FILE = "ragtune_run.json"
 
 
 class RerankerResult(NamedTuple):
@@ -129,9 +128,7 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
     args = arguments_as(CrossEncoderTrainingArguments, training_arguments(
         options, output_dir=out / CHECKPOINTS, has_validation=evaluator is not None,
         primary_metric=PRIMARY_METRIC, progress=progress))
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / RUN_FILE, record)
+    open_run_folder(out, record)
 
     metrics: dict = {}
     if evaluator is not None:
@@ -140,9 +137,7 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
         model=network, args=args, train_dataset=Dataset.from_dict(_labelled_pairs(groups["train"])),
         loss=BinaryCrossEntropyLoss(network), evaluator=evaluator, callbacks=callbacks)
     output = run_training(trainer, options, out, title="reranker loss (binary cross-entropy)")
-    metrics["train"] = {**output.metrics, "global_step": output.global_step,
-                        "best_checkpoint": trainer.state.best_model_checkpoint,
-                        "pairs": sum(1 + len(g["negative"]) for g in groups["train"])}
+    metrics["train"] = train_summary(trainer, output, pairs=sum(1 + len(g["negative"]) for g in groups["train"]))
     if evaluator is not None:
         metrics["validation"] = {**_scores(evaluator, trainer.model), "n": len(groups["validation"])}
 
