@@ -116,6 +116,56 @@ def scale(r: dict, name: str) -> list[str]:
     return out
 
 
+def pg_scifact(r: dict, name: str) -> list[str]:
+    v, mig = r["versions"], r["migration"]
+    out = [f"### {name}: SciFact on PostgreSQL + pgvector vs the embedded store ({r['dataset']['queries']} queries, "
+           f"k={r['settings']['k']} documents; {r['store']['chunks']:,} chunks copied by `ragtune migrate`)", "",
+           machine_line(r), "",
+           f"PostgreSQL {v.get('postgresql')} on loopback, pgvector {v.get('pgvector')}, psycopg {v.get('psycopg')}. "
+           f"Migration (vectors copied, none re-embedded; HNSW built once at the end): {f(mig['seconds'], 1)} s. "
+           f"Stores alternating, {r['repetitions']} repetitions of all queries, per-query latency pooled "
+           f"(`Project.search`, query embedding included).", "",
+           "| store | mode | nDCG@10 | Recall@100 | MRR@10 | p50 ms | p95 ms | search p50 ms | nDCG@10 - sqlite | p50 / sqlite |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for store, modes in r["results"].items():
+        for mode, row in modes.items():
+            q, lat = row["quality"], row["latency"]
+            gap = r["vs_sqlite"].get(store, {}).get(mode)
+            out.append(f"| {store} | {mode} | {f(q['ndcg@10'], 4)} | {f(q['recall@100'], 4)} | {f(q['mrr@10'], 4)} | "
+                       f"{f(lat['p50_ms'], 1)} | {f(lat['p95_ms'], 1)} | {f(row['stages_p50_ms']['search'], 1)} | "
+                       f"{f(gap['ndcg@10_minus_sqlite'], 4) if gap else '–'} | "
+                       f"{f(gap['p50_ratio_over_sqlite'], 2) if gap else '–'} |")
+    out += ["", "Targets: " + "; ".join(f"{k} {t['target']}: {f(t['value'], 4)} ({'met' if t['met'] else 'NOT met'})"
+                                       for k, t in r["targets"].items())]
+    return out
+
+
+def pg_scale(r: dict, name: str) -> list[str]:
+    s, h, v = r["settings"], r["hnsw"], r["versions"]
+    out = [f"### {name}: pgvector HNSW, N = {s['n']:,} chunks x 384 ({s['n_real']:,} real sentence embeddings + "
+           f"perturbed copies; {s['queries']} held-out queries)", "", machine_line(r), "",
+           f"PostgreSQL {v.get('postgresql')}, pgvector {v.get('pgvector')}; m={s['hnsw_m']}, "
+           f"ef_construction={s['ef_construction']}, maintenance_work_mem {s['maintenance_work_mem']} "
+           f"(graph fit in memory: {f(h['graph_fit_in_maintenance_work_mem'])}). Bulk load {f(r['load']['seconds'], 1)} s, "
+           f"HNSW build {f(h['build_seconds'], 1)} s ({f(h['build_vectors_per_s'], 0)} vectors/s); table "
+           f"{f(h['table_bytes'] / 2**20, 0)} MiB, index {f(h['index_bytes'] / 2**20, 0)} MiB.", "",
+           "| search (one snapshot per query) | recall@10 vs exact | p50 ms | p95 ms |", "|---|---|---|---|",
+           f"| exact scan in PostgreSQL ({r['exact']['queries']} queries) | {f(r['exact']['recall@10'], 4)} | "
+           f"{f(r['exact']['latency']['p50_ms'], 1)} | {f(r['exact']['latency']['p95_ms'], 1)} |"]
+    for row in h["sweep"]:
+        out.append(f"| HNSW ef_search={row['ef_search']} | {f(row['recall@10'], 4)} | {f(row['latency']['p50_ms'], 2)} | "
+                   f"{f(row['latency']['p95_ms'], 2)} |")
+    for label, row in r["filtered_at_chosen"].items():
+        out.append(f"| HNSW + iterative scan, {label} | {f(row['recall@10'], 4)} | {f(row['latency']['p50_ms'], 2)} | "
+                   f"{f(row['latency']['p95_ms'], 2)} |")
+    call = r["search_call_at_chosen"]
+    out += ["", f"Recall target {h['recall_target']}: {'met' if h['recall_target_met'] else 'NOT met'} at ef_search "
+                f"{h['chosen']['ef_search']}; the whole `search(mode='dense')` call there (hits fetched): p50 "
+                f"{f(call['latency']['p50_ms'], 2)} ms, p95 {f(call['latency']['p95_ms'], 2)} ms. Filtered queries short of "
+                f"k: " + ", ".join(f"{k}: {row['queries_short_of_k']}" for k, row in r["filtered_at_chosen"].items()) + "."]
+    return out
+
+
 def onnx_embed(r: dict, name: str) -> list[str]:
     s = r["settings"]
     out = [f"### {name}: embedding backends on {r['dataset']} ({s['documents']} documents, {s['queries']} queries)", "",
@@ -184,6 +234,10 @@ def main(argv=None) -> int:
             lines += beir(r, path.stem)
         elif kind == "scale":
             lines += scale(r, path.stem)
+        elif kind == "pg-scifact":
+            lines += pg_scifact(r, path.stem)
+        elif kind == "pg-scale":
+            lines += pg_scale(r, path.stem)
         elif kind == "onnx-embed":
             lines += onnx_embed(r, path.stem)
         elif kind == "squad-rag":

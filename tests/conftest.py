@@ -42,3 +42,16 @@ def write_docs(folder: Path, docs: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL (Debian's postgresql-15 + pgvector) on a loopback port for the whole session;
+    skipped, with the reason, where the binaries, pgvector or psycopg are absent."""
+    from tests.pgserver import local_postgres, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with local_postgres() as server:
+        yield server

@@ -16,7 +16,7 @@ from tests.conftest import write_docs
 
 HASHING = "embedder: {backend: hashing, dimension: 64}\n"
 HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "bm25s", "scipy", "Stemmer", "sqlite3",
-         "_sqlite3", "pypdf", "bs4")
+         "_sqlite3", "pypdf", "bs4", "psycopg", "qdrant_client")
 
 DOCS = {
     "install.md": "# Installing\n\nInstall the server with the penguin installer package.\n\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ragtune.errors import ConfigError
 
@@ -39,8 +39,26 @@ class ChunkingConfig(_Section):
 
 
 class StoreConfig(_Section):
-    backend: str = Field("sqlite", description="Store backend: sqlite (embedded, no server).")
-    path: str = Field("store", description="Folder of the embedded store, relative to the project folder.")
+    backend: str = Field("sqlite", description="Store backend: sqlite (embedded, no server), pgvector (PostgreSQL + pgvector) or qdrant (a Qdrant server, or qdrant-client's local mode).")
+    path: str = Field("store", description="Folder relative to the project folder: the embedded store (sqlite); the local cache of the BM25 index (pgvector, qdrant); qdrant-client's local-mode data (qdrant without url).")
+    dsn: str | None = Field(None, description="pgvector only: PostgreSQL connection string, e.g. postgresql://user@host:5432/db. Keep the password out of it: libpq reads PGPASSWORD or ~/.pgpass.")
+    schema_name: str = Field("ragtune", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="pgvector only: PostgreSQL schema holding this knowledge base's tables (several can share one database).")
+    url: str | None = Field(None, description="qdrant only: server or cluster URL, e.g. http://qdrant:6333; unset = qdrant-client's local mode in `path` (one process at a time; tests and small setups).")
+    collection: str = Field("ragtune", pattern=r"^[A-Za-z0-9_-]{1,200}$", description="qdrant only: collection of the chunks (documents and files go in <collection>__documents).")
+    api_key_env: str = Field("QDRANT_API_KEY", description="qdrant only: environment variable holding the API key (unset variable = no key).")
+    sparse: Literal["bm25", "fts"] = Field("bm25", description="pgvector only: BM25 = ragtune's BM25 over the stored chunks, in this process (same scores as the embedded store); fts = PostgreSQL full-text search (ts_rank_cd; nothing loaded in the process, lower quality).")
+    hnsw_ef_construction: int = Field(128, ge=8, le=1000, description="pgvector and qdrant: HNSW build breadth (the graph degree is retrieval.hnsw_m); 128 with m 32 reached recall@10 0.976 at 1M chunks on pgvector, 64 with m 16 only 0.878 (benchmarks/results/pg-scale-1m*.json).")
+    maintenance_work_mem: str = Field("1GB", pattern=r"^[0-9]+ ?(kB|MB|GB)$", description="pgvector only: memory for building the HNSW index in bulk (migrate); the build is much faster when the graph fits.")
+    timeout: float = Field(30.0, gt=0, description="pgvector and qdrant: seconds to wait when connecting, and for a qdrant request.")
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _server_settings(self) -> "StoreConfig":
+        if self.backend == "pgvector" and not self.dsn:
+            raise ValueError("store.dsn is not set: the pgvector backend needs a PostgreSQL connection string, e.g. "
+                             "store: {backend: pgvector, dsn: 'postgresql://user@host:5432/db'}")
+        return self
 
 
 class BM25Config(_Section):
@@ -228,6 +246,13 @@ chunking:
 store:
   backend: sqlite         # embedded: SQLite source of truth + rebuildable BM25/vector indexes
   path: store             # relative to this folder
+  # A server instead (see the README, "Stores"; move an existing base with `ragtune migrate --to URL`):
+  # backend: pgvector     # PostgreSQL + pgvector: pip install 'ragtune[pgvector]'
+  # dsn: postgresql://ragtune@db.internal:5432/kb   # password: PGPASSWORD or ~/.pgpass
+  # schema: ragtune
+  # backend: qdrant       # a Qdrant server or cluster: pip install 'ragtune[qdrant]'
+  # url: http://qdrant.internal:6333
+  # collection: ragtune
 
 retrieval:
   mode: hybrid            # bm25 | dense | hybrid

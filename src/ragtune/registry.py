@@ -27,7 +27,7 @@ def _load() -> None:
     if not _builtins_loaded:
         _builtins_loaded = True
         from ragtune.generate import extractive, hf, openai, reader  # noqa: F401  (they register themselves)
-        from ragtune.knowledge import embedders, onnx, store  # noqa: F401
+        from ragtune.knowledge import embedders, onnx, store, store_pgvector, store_qdrant  # noqa: F401
         from ragtune.retrieve import rerank  # noqa: F401
     if not _plugins_loaded:
         _plugins_loaded = True

@@ -281,7 +281,7 @@ def _progress(enabled: bool):
 
 def reembed(store, embedder, progress: bool = True, batch: int = 512) -> int:
     """Recompute every chunk vector with `embedder` and record it; one transaction at the end."""
-    rows = store.conn.execute("SELECT rowid, header, text FROM chunks ORDER BY rowid").fetchall()
+    rows = store.chunk_texts()
     vectors = []
     with _progress(progress) as bar:
         task = bar.add_task("re-embedding chunks", total=len(rows))

@@ -23,7 +23,6 @@ import pickle
 import sqlite3
 import threading
 import uuid
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 from ragtune.config import RetrievalConfig, StoreConfig
 from ragtune.errors import EmbedderMismatchError, InputError, StoreError
+from ragtune.knowledge.store_api import check_embedder_record, section_rows
 from ragtune.registry import register
 from ragtune.retrieve.bm25 import BM25Index
 from ragtune.retrieve.dense import DenseIndex
@@ -90,6 +90,7 @@ class IndexedDocument:
     chunks: list[Chunk]
     vectors: np.ndarray
     file: str | None = None  # source-file key, for --prune
+    sections: list | None = None  # stored [title, page, length] rows, when copying a stored document (migrate)
 
 
 def text_hash(text: str) -> str:
@@ -212,18 +213,7 @@ class SQLiteStore:
     def check_embedder(self, info: dict) -> None:
         """Refuse a different model, weights or dimension; warn on a different backend of the same weights."""
         stored = self.embedder_info()
-        if stored is None or self.count_chunks() == 0:
-            return
-        for key in ("fingerprint", "dimension"):
-            if stored.get(key) != info.get(key):
-                raise EmbedderMismatchError(
-                    f"the knowledge base in {self.path} was built with embedder '{stored.get('model')}' "
-                    f"({stored.get('dimension')} dims, weights {stored.get('fingerprint')}), but the config uses "
-                    f"'{info.get('model')}' ({info.get('dimension')} dims, weights {info.get('fingerprint')}). "
-                    f"Rebuild the vectors with `ragtune index --reembed`, or set embedder.model back.")
-        if stored.get("backend") != info.get("backend"):
-            warnings.warn(f"knowledge base vectors were made by the {stored.get('backend')} backend; "
-                          f"querying with {info.get('backend')} (same weights)", stacklevel=2)
+        check_embedder_record(stored, info, self.count_chunks() if stored else 0, str(self.path))
 
     def set_embedder_info(self, info: dict, conn: sqlite3.Connection | None = None) -> None:
         (conn or self.conn).execute("INSERT OR REPLACE INTO meta VALUES ('embedder', ?)", (json.dumps(info),))
@@ -244,8 +234,7 @@ class SQLiteStore:
                 metadata = dict(doc.metadata)
                 conn.execute("INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?)",
                              (doc.id, doc.title, metadata.get("source"), item.file, json.dumps(metadata, default=str),
-                              doc.content_hash, len(item.chunks), gen,
-                              json.dumps([[s.title, s.page, len(s.text)] for s in doc.sections])))
+                              doc.content_hash, len(item.chunks), gen, json.dumps(section_rows(item))))
                 conn.executemany("INSERT INTO doc_groups VALUES (?,?)", [(doc.id, g) for g in sorted(set(doc.groups))])
                 vectors = np.ascontiguousarray(item.vectors, dtype=np.float32)
                 conn.executemany(
@@ -281,6 +270,44 @@ class SQLiteStore:
         self._dense = None
 
     # --- reads --------------------------------------------------------------------------------
+    def describe(self) -> str:
+        return str(self.path)
+
+    def chunk_texts(self) -> list[tuple[int, str, str]]:
+        """(rowid, header, text) of every chunk, by rowid."""
+        return self.conn.execute("SELECT rowid, header, text FROM chunks ORDER BY rowid").fetchall()
+
+    def export_documents(self, batch_size: int = 256) -> Iterator[list[IndexedDocument]]:
+        """Every document with its chunks, stored vectors and stored sections, in batches, in the order
+        their chunks were written (so a copy breaks score ties the same way)."""
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT d.id FROM documents d LEFT JOIN (SELECT document_id, MIN(rowid) AS first FROM chunks "
+            "GROUP BY document_id) c ON c.document_id = d.id ORDER BY c.first NULLS LAST, d.id")]
+        for i in range(0, len(ids), batch_size):
+            part = ids[i:i + batch_size]
+            marks = ",".join("?" * len(part))
+            records = {r[0]: r for r in self.conn.execute(f"SELECT id, title, metadata, content_hash, sections, file "
+                                                          f"FROM documents WHERE id IN ({marks})", part)}
+            docs = [records[doc_id] for doc_id in part]
+            groups = self._groups_of(part)
+            chunks: dict[str, list] = {}
+            for r in self.conn.execute(f'SELECT document_id, id, idx, text, start, "end", section, page, header, vector '
+                                       f"FROM chunks WHERE document_id IN ({marks}) ORDER BY document_id, idx", part):
+                chunks.setdefault(r[0], []).append(r)
+            batch, dim = [], (self.embedder_info() or {}).get("dimension") or 0
+            for doc_id, title, metadata, content_hash, sections, file in docs:
+                rows = chunks.get(doc_id, [])
+                stored_sections = json.loads(sections)
+                doc = Document(id=doc_id, title=title, sections=[Section("", title=t, page=p) for t, p, _ in stored_sections],
+                               metadata=json.loads(metadata), groups=sorted(groups.get(doc_id, [])),
+                               content_hash=content_hash)
+                items = [Chunk(id=r[1], document_id=doc_id, index=r[2], text=r[3], start=r[4], end=r[5], section=r[6],
+                               page=r[7], header=r[8]) for r in rows]
+                vectors = (np.frombuffer(b"".join(r[9] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+                           if rows else np.zeros((0, dim), np.float32))
+                batch.append(IndexedDocument(doc, items, vectors, file=file, sections=stored_sections))
+            yield batch
+
     def file_hashes(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT path, hash FROM files"))
 

@@ -43,13 +43,16 @@ def search(store, embedder, query: str, mode: Mode = "hybrid", k: int = 10, wher
     started = time.perf_counter()
     with store.snapshot() as snap:
         allowed = snap.allowed_rowids(where, groups)
-        available = snap.count(allowed)
+        available = None  # permitted chunks, counted only when documents run short (a server store pays a query)
         pool = max(k, config.candidates if mode == "hybrid" else k)
         if unit == "documents":
             pool = max(pool, 2 * k)
         while True:
             ranked, group_of = _rank(snap, query, query_vector, mode, pool, allowed, config, unit)
-            if unit == "chunks" or len(ranked) >= k or pool >= available:
+            if unit == "chunks" or len(ranked) >= k:
+                break
+            available = snap.count(allowed) if available is None else available
+            if pool >= available:
                 break
             pool *= 4
         ranked = ranked[:k]
