@@ -97,8 +97,9 @@ def build_tiny_llama(folder: Path) -> Path:
     return folder
 
 
-def build_tiny_t5(folder: Path) -> Path:
-    """A 2+2-layer T5 seq2seq model (d_model 32) and its tokenizer, saved in `folder`."""
+def build_tiny_t5(folder: Path, initializer_factor: float = 5.0) -> Path:
+    """A 2+2-layer T5 seq2seq model (d_model 32) and its tokenizer, saved in `folder`. The default wide
+    init gives varied untrained text; 1.0 (T5's own) trains faster."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -106,7 +107,7 @@ def build_tiny_t5(folder: Path) -> Path:
     config = T5Config(
         vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
         num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        initializer_factor=5.0)  # wide init: varied text instead of one token repeated
+        initializer_factor=initializer_factor)  # wide init: varied text instead of one token repeated
     torch.manual_seed(0)
     T5ForConditionalGeneration(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
@@ -162,3 +163,48 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# A learnable SFT toy task: each question has its own answer, so the model must read the question.
+SFT_ANSWERS = {
+    "which port does the sync daemon listen on?": "the sync daemon listens on port 7741",
+    "how often do backups run?": "backups run daily at three in the morning",
+    "how do I restore a backup?": "restore a backup archive with the restore command",
+}
+SFT_SYSTEM = "answer the question using only the sources"
+
+
+def sft_rows(n: int, seed: int, fmt: str = "messages") -> list[dict]:
+    """`n` rows of the toy task: `messages` (some with a system message) or `prompt`/`completion`."""
+    import random
+
+    rng = random.Random(seed)
+    questions = sorted(SFT_ANSWERS)
+    rows = []
+    for i in range(n):
+        question = questions[i % len(questions)]
+        if fmt == "prompt_completion":
+            rows.append({"prompt": question, "completion": SFT_ANSWERS[question]})
+            continue
+        system = [{"role": "system", "content": SFT_SYSTEM}] if rng.random() < 0.5 else []
+        rows.append({"messages": system + [{"role": "user", "content": question},
+                                           {"role": "assistant", "content": SFT_ANSWERS[question]}]})
+    return rows
+
+
+def write_sft_task(folder: Path, n_train: int = 48, n_validation: int = 12, fmt: str = "messages") -> dict[str, Path]:
+    """train.jsonl and validation.jsonl of the SFT toy task in `folder`."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, n, seed in (("train", n_train, 1), ("validation", n_validation, 2)):
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(row) + "\n" for row in sft_rows(n, seed, fmt)), encoding="utf-8")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def sft_task(tmp_path_factory) -> dict[str, Path]:
+    """train/validation JSONL of the SFT toy task (chat `messages`)."""
+    return write_sft_task(tmp_path_factory.mktemp("sft-task"))

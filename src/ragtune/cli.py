@@ -11,8 +11,10 @@ import typer
 
 from ragtune.cli_data import data_app
 from ragtune.cli_serve import keys_app, serve_command
+from ragtune.cli_store import migrate_command
 from ragtune.cli_train import classify_command, train_app
 from ragtune.cli_train_encoders import add_commands as add_encoder_training
+from ragtune.cli_train_sft import add_commands as add_sft_training
 from ragtune.errors import RagtuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -21,6 +23,7 @@ docs_app = typer.Typer(no_args_is_help=True, help="List, show and remove indexed
 app.add_typer(docs_app, name="docs")
 app.add_typer(data_app, name="data")
 add_encoder_training(train_app)
+add_sft_training(train_app)
 app.add_typer(train_app, name="train")
 app.add_typer(keys_app, name="keys")
 
@@ -307,6 +310,7 @@ def docs_rm(doc_ids: List[str] = typer.Argument(..., help="Document ids to remov
 
 
 app.command("serve")(serve_command)
+app.command("migrate")(migrate_command)
 app.command("classify")(classify_command)
 
 
