@@ -21,34 +21,18 @@ import argparse
 import json
 import os
 import re
-import string
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fail, fingerprint, header, latency_summary, log, peak_rss_mib, write_result  # noqa: E402
 
+from ragtune.evaluate.metrics import f1_score, normalize_answer  # noqa: E402
+
 MODES = ("bm25", "dense", "hybrid")
 TARGETS = {"hybrid_recall@5": 0.90, "cited_contains_answer@k5": 0.70, "overhead_p95_ms": 50.0}
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD's answer normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def f1_score(prediction: str, truth: str) -> float:
-    pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
-    common = sum((Counter(pred) & Counter(gold)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(gold)
-    return 2 * precision * recall / (precision + recall)
 
 
 def load_squad(path: Path) -> tuple[list[dict], list[dict]]:

@@ -53,7 +53,7 @@ def examples(questions: list[dict], contexts: dict[str, str]) -> list[dict]:
 
 
 def score(generation_text: str, abstained: bool, answers: list[str]) -> tuple[float, float]:
-    from ragtune.train.reader import exact_match, f1_score
+    from ragtune.evaluate.metrics import exact_match, f1_score
 
     prediction = "" if abstained else CITE.sub("", generation_text).strip()
     return max(exact_match(prediction, a) for a in answers), max(f1_score(prediction, a) for a in answers)

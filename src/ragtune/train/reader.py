@@ -16,10 +16,7 @@ holds reader.json (window settings), metrics.json, train_log.jsonl, loss_curve.p
 """
 from __future__ import annotations
 
-import collections
 import json
-import re
-import string
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,6 +24,7 @@ import numpy as np
 
 from ragtune.config import DEFAULT_EMBEDDER
 from ragtune.errors import InputError
+from ragtune.evaluate.metrics import squad_metrics
 from ragtune.train.common import (CHECKPOINTS, RUN_FILE, TrainOptions, atomic_trainer, check_resumable,
                                   data_fingerprint, open_run_folder, run_training, train_summary, write_json_atomic,
                                   write_model_card)
@@ -48,37 +46,6 @@ class Span(NamedTuple):
     start: int  # character offsets into that context
     end: int
     probability: float  # p(start) * p(end) in its window, 0-1
-
-
-# ---------------------------------------------------------------- SQuAD metrics
-
-
-def normalize_answer(text: str) -> str:
-    """Lowercase, drop punctuation, articles and extra whitespace (the SQuAD evaluation script's rules)."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
-
-
-def exact_match(prediction: str, gold: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def f1_score(prediction: str, gold: str) -> float:
-    """Token-overlap F1 of the normalised answers."""
-    predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    common = sum((collections.Counter(predicted) & collections.Counter(expected)).values())
-    if not predicted or not expected:
-        return float(predicted == expected)
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(expected)
-    return 2 * precision * recall / (precision + recall)
-
-
-def squad_metrics(predictions: list[str], golds: list[str]) -> dict:
-    n = max(len(golds), 1)
-    return {"exact_match": 100 * sum(map(exact_match, predictions, golds)) / n,
-            "f1": 100 * sum(map(f1_score, predictions, golds)) / n, "n": len(golds)}
 
 
 # ---------------------------------------------------------------- windows and spans

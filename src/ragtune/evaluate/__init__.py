@@ -1,0 +1,1 @@
+"""Evaluation: metrics, statistics and (to come) strategies, the compare runner and reports."""
