@@ -21,8 +21,8 @@ from ragtune.rag import RAG
 from ragtune.registry import create
 from ragtune.train.common import MARKER, TrainOptions, read_log
 from ragtune.train.embedder import train_embedder
-from ragtune.train.reader import (answer_positions, exact_match, f1_score, normalize_answer, read_spans, squad_metrics,
-                                  train_reader)
+from ragtune.evaluate.metrics import exact_match, f1_score, normalize_answer, squad_metrics
+from ragtune.train.reader import answer_positions, read_spans, train_reader
 from ragtune.train.reranker import query_groups, train_reranker
 from ragtune.types import Hit
 from tests.conftest import write_docs
@@ -196,29 +196,33 @@ def _mine(query: str) -> list[str]:
     return [positive, f"{SENTENCES[a]} {SENTENCES[b]}", f"{SENTENCES[b]} {SENTENCES[c]}"]
 
 
-@pytest.fixture(scope="module")
-def reranker_run(tiny_bert, data, tmp_path_factory):
-    """A reranker trained with `_mine` as its miner; records the queries it mined for and the groups
-    the training pairs were made from."""
+def _reranker_run(tiny_bert, data, tmp_path_factory, loss):
+    """A reranker trained with `_mine` as its miner and `loss`; records the queries it mined for and
+    the training groups (query, positive, negatives) its examples were made from."""
     import ragtune.train.reranker as reranker_module
 
-    asked, seen_groups = [], []
-    labelled_pairs = reranker_module._labelled_pairs
+    asked, calls = [], []
+    query_groups_of = reranker_module.query_groups
 
     def mine(query: str) -> list[str]:
         asked.append(query)
         return _mine(query)
 
-    def spy(groups):
-        seen_groups.extend(groups)
-        return labelled_pairs(groups)
+    def spy(rows, **kwargs):
+        calls.append(query_groups_of(rows, **kwargs))
+        return calls[-1]
 
-    out = tmp_path_factory.mktemp("reranker") / "model"
+    out = tmp_path_factory.mktemp(f"reranker-{loss}") / "model"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reranker_module, "_labelled_pairs", spy)
+        patch.setattr(reranker_module, "query_groups", spy)
         result = train_reranker(data["pairs"], data["pairs_dev"], model=str(tiny_bert), options=fast(out),
-                                negatives_per_query=3, mine_from=mine, progress=False)
-    return SimpleNamespace(result=result, asked=asked, groups=seen_groups)
+                                negatives_per_query=3, mine_from=mine, loss=loss, progress=False)
+    return SimpleNamespace(result=result, asked=asked, groups=calls[0])
+
+
+@pytest.fixture(scope="module")
+def reranker_run(tiny_bert, data, tmp_path_factory):
+    return _reranker_run(tiny_bert, data, tmp_path_factory, "listwise")
 
 
 def test_reranker_trains_on_mined_negatives_and_reloads(reranker_run, tiny_bert):
@@ -243,6 +247,33 @@ def test_reranker_trains_on_mined_negatives_and_reloads(reranker_run, tiny_bert)
     pairs = [(row["query"], row["positive"]) for row in toy_pairs(4)]
     scores = CrossEncoder(str(out)).predict(pairs)
     assert scores.shape == (4,) and np.isfinite(scores).all()
+    assert json.loads((out / "ragtune_run.json").read_text())["loss"] == "listwise"
+
+
+def test_reranker_bce_loss_trains_on_labelled_pairs(tiny_bert, data, tmp_path_factory):
+    run = _reranker_run(tiny_bert, data, tmp_path_factory, "bce")
+    out = run.result.output_dir
+    assert json.loads((out / "ragtune_run.json").read_text())["loss"] == "bce"
+    assert "binary cross-entropy" in (out / "README.md").read_text()
+    assert_loss_goes_down(out)
+    assert run.result.metrics["train"]["pairs"] == 48 * 4
+
+
+def test_listwise_columns_keep_the_smallest_negative_count():
+    from ragtune.train.reranker import _listwise_columns
+
+    columns = _listwise_columns([{"query": "q1", "positive": ["p1"], "negative": ["a", "b", "c"]},
+                                 {"query": "q2", "positive": ["p2"], "negative": ["d", "e"]}])
+    assert columns == {"query": ["q1", "q2"], "positive": ["p1", "p2"], "negative_1": ["a", "d"],
+                       "negative_2": ["b", "e"]}
+
+
+def test_reranker_rejects_an_unknown_loss(tiny_bert, data, tmp_path):
+    from ragtune.errors import InputError
+
+    with pytest.raises(InputError, match="unknown reranker loss 'hinge'"):
+        train_reranker(data["pairs"], model=str(tiny_bert), options=fast(tmp_path / "rr"), loss="hinge")
+    assert not (tmp_path / "rr").exists()
 
 
 def test_trained_reranker_reorders_rag_sources(reranker_run, kb):

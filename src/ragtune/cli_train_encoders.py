@@ -80,6 +80,8 @@ def reranker_command(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Encoder or cross-encoder to start from: HF id or local folder."),
     negatives: int = typer.Option(4, "--negatives", min=1, help="Negatives per query (the data's own first, then mined, then random)."),
     project: Optional[Path] = typer.Option(None, "--project", help="Mine hard negatives with this knowledge base's hybrid search."),
+    loss: str = typer.Option("listwise", "--loss", help="listwise (softmax of the positive against its negatives and 2 in-batch ones) or bce (binary cross-entropy per pair)."),
+    head_learning_rate: float = typer.Option(1e-3, "--head-learning-rate", min=0.0, help="Learning rate of the new scoring head when starting from an embedding model (the encoder uses --learning-rate)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     options: TrainOptions = None,
 ):
@@ -88,7 +90,9 @@ def reranker_command(
 
     miner = _project_miner(project, negatives + 1) if project is not None else None
     result = _run(lambda: train_reranker(train, validation, model=model, options=options, columns=_columns(column),
-                                         negatives_per_query=negatives, mine_from=miner, progress=not quiet))
+                                         negatives_per_query=negatives, mine_from=miner, loss=loss,
+                                         head_learning_rate=head_learning_rate,
+                                         progress=not quiet))
     _echo_saved("reranker", result, f"set `rag: {{rerank: {{model: {result.output_dir}}}}}` in ragtune.yaml")
 
 

@@ -1,5 +1,13 @@
-"""Reranker: a cross-encoder (default all-MiniLM-L6-v2 with a 1-logit head) trained on
-(query, positive) = 1 and (query, negative) = 0 pairs with binary cross-entropy.
+"""Reranker: a cross-encoder (default all-MiniLM-L6-v2 with a 1-logit head) trained to score a
+query's positive above its negatives.
+
+Two losses (`loss=`):
+- `listwise` (default): for each query, a softmax over the logits of the positive, its negatives
+  and `IN_BATCH_NEGATIVES` positives of other queries in the batch (sentence-transformers'
+  cross-encoder MultipleNegativesRankingLoss on raw logits). Only the order within a query counts.
+- `bce`: (query, positive) = 1 and (query, negative) = 0 pairs with binary cross-entropy. On small
+  data (SciFact's 835 training pairs) it learned only the label prior (loss stayed at the
+  entropy of 1 positive in 4, the ranking stayed near random); see benchmarks/README.md.
 
 Each query gets up to `negatives_per_query` negatives: first the row's own `negative`(s), then
 texts found by `mine_from(query)` (the CLI passes the project's hybrid search over the knowledge
@@ -32,6 +40,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = DEFAULT_EMBEDDER
 EVALUATOR_NAME = "validation"
 PRIMARY_METRIC = f"{EVALUATOR_NAME}_mrr@10"
+LOSSES = ("listwise", "bce")
+IN_BATCH_NEGATIVES = 2
+HEAD_LEARNING_RATE = 1e-3
+"""Learning rate of a new scoring head. Started from an embedding model, the cross-encoder's
+1-logit head is random; at the encoder's rate (3e-5) it barely moves in the ~100 steps a small
+dataset gives, and the loss stays at chance (measured on SciFact, see benchmarks/README.md)."""
 
 
 class RerankerResult(NamedTuple):
@@ -75,6 +89,49 @@ def _labelled_pairs(groups: list[dict]) -> dict[str, list]:
     return {"query": queries, "text": texts, "label": labels}
 
 
+def _listwise_columns(groups: list[dict]) -> dict[str, list]:
+    """query, positive, negative_1..negative_n with n the smallest negative count of any group."""
+    n = min(len(g["negative"]) for g in groups)
+    columns = {"query": [g["query"] for g in groups], "positive": [g["positive"][0] for g in groups]}
+    for i in range(n):
+        columns[f"negative_{i + 1}"] = [g["negative"][i] for g in groups]
+    return columns
+
+
+def _has_scoring_head(model_path: Path) -> bool:
+    import json
+
+    config = model_path / "config.json"
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return False
+    return any(name.endswith("ForSequenceClassification") for name in architectures)
+
+
+def _optimizer(network, options, head_learning_rate: float):
+    """AdamW with the scoring head at `head_learning_rate`, the encoder at the options' rate, and
+    no weight decay on biases and LayerNorm weights (as transformers' Trainer does)."""
+    import torch
+
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in network.named_parameters():
+        if parameter.requires_grad:
+            head = ".classifier." in f".{name}"
+            decay = parameter.ndim > 1
+            groups.setdefault((head, decay), []).append(parameter)
+    return torch.optim.AdamW([
+        {"params": params, "lr": head_learning_rate if head else options.learning_rate,
+         "weight_decay": options.weight_decay if decay else 0.0}
+        for (head, decay), params in sorted(groups.items())], lr=options.learning_rate)
+
+
+def _identity():
+    import torch
+
+    return torch.nn.Identity()
+
+
 def _scores(evaluator, model) -> dict:
     raw = evaluator(model)
     prefix = f"{EVALUATOR_NAME}_"
@@ -83,16 +140,22 @@ def _scores(evaluator, model) -> dict:
 
 def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_MODEL, options: TrainOptions | None = None,
                    columns: dict[str, str] | None = None, negatives_per_query: int = 4,
-                   mine_from: Callable[[str], list[str]] | None = None, callbacks: list | None = None,
+                   mine_from: Callable[[str], list[str]] | None = None, loss: str = "listwise",
+                   head_learning_rate: float | None = HEAD_LEARNING_RATE, callbacks: list | None = None,
                    progress: bool = True) -> RerankerResult:
     """Train a cross-encoder from `model` on `train` pairs (query, positive, optional negative);
-    `mine_from(query) -> [texts]` supplies hard negatives (the positive is skipped)."""
+    `mine_from(query) -> [texts]` supplies hard negatives (the positive is skipped).
+    `head_learning_rate` applies to a new scoring head (`model` is an embedding model) when it is
+    above the options' rate; a model that is already a cross-encoder, or None, trains every weight
+    at the options' rate."""
     from ragtune.errors import InputError
     from ragtune.train.data import load_examples
 
     options = options or TrainOptions()
     if negatives_per_query < 1:
         raise InputError(f"negatives per query must be 1 or more (got {negatives_per_query})")
+    if loss not in LOSSES:
+        raise InputError(f"unknown reranker loss '{loss}': choose one of {', '.join(LOSSES)}")
     train_examples = load_examples(train, "pairs", columns)
     splits = {"train": train_examples}
     if validation is not None:
@@ -100,16 +163,20 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
     from ragtune.knowledge.embedders import resolve_model_path
 
     model_path = resolve_model_path(model, setting="--model")
+    if head_learning_rate is None or _has_scoring_head(model_path):
+        head_learning_rate = options.learning_rate
+    head_learning_rate = max(head_learning_rate, options.learning_rate)
     out = Path(options.output_dir)
     record = {"task": "reranker", "base_model": model, "options": options.model_dump(),
-              "negatives_per_query": negatives_per_query, "mined": mine_from is not None,
+              "negatives_per_query": negatives_per_query, "mined": mine_from is not None, "loss": loss,
+              "head_learning_rate": head_learning_rate,
               "data": {name: data_fingerprint(examples) for name, examples in splits.items()}}
     check_resumable(out / RUN_FILE, record, options)
 
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MultipleNegativesRankingLoss
     from transformers import set_seed
 
     from ragtune.train.common import quiet_transformers, training_arguments
@@ -133,11 +200,23 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
     metrics: dict = {}
     if evaluator is not None:
         metrics["validation_before"] = _scores(evaluator, network)
+    if loss == "bce":
+        train_dataset, objective = Dataset.from_dict(_labelled_pairs(groups["train"])), BinaryCrossEntropyLoss(network)
+        loss_name = "binary cross-entropy"
+    else:
+        in_batch = min(IN_BATCH_NEGATIVES, options.batch_size - 1) or None
+        train_dataset = Dataset.from_dict(_listwise_columns(groups["train"]))
+        # Softmax over raw logits (as in localized contrastive estimation, Gao et al. 2021): the
+        # library's default sigmoid x 10 saturates, and once every logit is large nothing is learned.
+        objective = MultipleNegativesRankingLoss(network, num_negatives=in_batch, scale=1.0,
+                                                 activation_fn=_identity())
+        loss_name = f"listwise softmax, {len(train_dataset.column_names) - 2} negatives + {in_batch or 0} in-batch"
     trainer = atomic_trainer(CrossEncoderTrainer)(
-        model=network, args=args, train_dataset=Dataset.from_dict(_labelled_pairs(groups["train"])),
-        loss=BinaryCrossEntropyLoss(network), evaluator=evaluator, callbacks=callbacks)
-    output = run_training(trainer, options, out, title="reranker loss (binary cross-entropy)")
-    metrics["train"] = train_summary(trainer, output, pairs=sum(1 + len(g["negative"]) for g in groups["train"]))
+        model=network, args=args, train_dataset=train_dataset, loss=objective, evaluator=evaluator,
+        callbacks=callbacks, optimizers=(_optimizer(network, options, head_learning_rate), None))
+    output = run_training(trainer, options, out, title=f"reranker loss ({loss_name})")
+    metrics["train"] = train_summary(trainer, output, queries=len(groups["train"]),
+                                     pairs=sum(1 + len(g["negative"]) for g in groups["train"]))
     if evaluator is not None:
         metrics["validation"] = {**_scores(evaluator, trainer.model), "n": len(groups["validation"])}
 
@@ -149,7 +228,7 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
         write_model_card(out, title=f"Reranker (cross-encoder) fine-tuned from {model}", base_model=model,
                          task="passage reranking", data=record["data"], options=options, metrics=card_metrics,
                          pipeline_tag="text-ranking",
-                         details={"Loss": "binary cross-entropy, 1 logit", "Negatives per query": negatives_per_query,
+                         details={"Loss": f"{loss_name}, 1 logit", "Head learning rate": head_learning_rate, "Negatives per query": negatives_per_query,
                                   "Mined negatives": "yes" if mine_from else "no", "Steps": output.global_step,
                                   "Use": f"rag: {{rerank: {{model: {out}}}}} in ragtune.yaml"})
     return RerankerResult(out, metrics)
