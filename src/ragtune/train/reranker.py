@@ -44,8 +44,9 @@ LOSSES = ("listwise", "bce")
 IN_BATCH_NEGATIVES = 2
 HEAD_LEARNING_RATE = 1e-3
 """Learning rate of a new scoring head. Started from an embedding model, the cross-encoder's
-1-logit head is random; at the encoder's rate (3e-5) it barely moves in the ~100 steps a small
-dataset gives, and the loss stays at chance (measured on SciFact, see benchmarks/README.md)."""
+1-logit head is random and a small dataset gives ~100 steps; at the encoder's rate (3e-5, with
+binary cross-entropy) the SciFact run stayed at chance. Listwise with this head rate learned (see
+benchmarks/README.md); the head rate's own share of that was not measured separately."""
 
 
 class RerankerResult(NamedTuple):
