@@ -215,7 +215,9 @@ def _reranker_run(tiny_bert, data, tmp_path_factory, loss):
     out = tmp_path_factory.mktemp(f"reranker-{loss}") / "model"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reranker_module, "query_groups", spy)
-        result = train_reranker(data["pairs"], data["pairs_dev"], model=str(tiny_bert), options=fast(out),
+        # Listwise: a softmax over 6 candidates moves slowly on the toy; 24 steps show the fall.
+        options = fast(out, max_steps=24, eval_steps=12, logging_steps=4) if loss == "listwise" else fast(out)
+        result = train_reranker(data["pairs"], data["pairs_dev"], model=str(tiny_bert), options=options,
                                 negatives_per_query=3, mine_from=mine, loss=loss, progress=False)
     return SimpleNamespace(result=result, asked=asked, groups=calls[0])
 
@@ -239,6 +241,7 @@ def test_reranker_trains_on_mined_negatives_and_reloads(reranker_run, tiny_bert)
     assert metrics["train"]["pairs"] == 48 * 4
     assert json.loads((out / "ragtune_run.json").read_text())["mined"] is True
     assert_loss_goes_down(out)
+    assert metrics["validation"]["mrr@10"] > metrics["validation_before"]["mrr@10"] + 0.05
     for name in ("validation_before", "validation"):
         assert all(0 <= metrics[name][k] <= 1 for k in ("mrr@10", "ndcg@10", "map"))
     assert metrics["validation"]["n"] == 12 and json.loads((out / "metrics.json").read_text())["validation"]["n"] == 12
