@@ -79,15 +79,15 @@ def _t5_tokenizer():
                                    pad_token="<pad>", model_max_length=512, clean_up_tokenization_spaces=False)
 
 
-def build_tiny_llama(folder: Path) -> Path:
-    """A 2-layer Llama causal LM (hidden 32, 256 positions) and its tokenizer, saved in `folder`."""
+def build_tiny_llama(folder: Path, positions: int = 256) -> Path:
+    """A 2-layer Llama causal LM (hidden 32, `positions` positions) and its tokenizer, saved in `folder`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = _llama_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
         initializer_range=0.5)  # wide init: varied text instead of one token repeated

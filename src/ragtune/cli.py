@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from ragtune.cli_compare import compare_command, demo_command, report_command
 from ragtune.cli_data import data_app
 from ragtune.cli_serve import keys_app, serve_command
 from ragtune.cli_store import migrate_command
@@ -312,6 +313,9 @@ def docs_rm(doc_ids: List[str] = typer.Argument(..., help="Document ids to remov
 app.command("serve")(serve_command)
 app.command("migrate")(migrate_command)
 app.command("classify")(classify_command)
+app.command("compare")(compare_command)
+app.command("report")(report_command)
+app.command("demo")(demo_command)
 
 
 def main() -> None:

@@ -1,20 +1,24 @@
-"""`ragtune data check|split`: thin commands over ragtune.train.data. No heavy imports at module level.
+"""`ragtune data check|split|synth`: thin commands over ragtune.train.data and ragtune.train.synth.
+No heavy imports at module level.
 
     $ ragtune data check reviews.csv --labels pos,neg --max-tokens 256
     $ ragtune data split reviews.csv --out splits --group-key product --seed 1
+    $ ragtune data synth docs/ --out qa.jsonl --per-fact 3
 """
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
 from ragtune.errors import InputError
-from ragtune.train.data import FIELDS, FORMATS, CheckReport, check, split
+from ragtune.train.data import FIELDS, FORMATS, CheckReport, check, split, write_jsonl_atomic
+from ragtune.train.synth import CLOZE_PHRASINGS, METHODS, project_setup, synthesize
 
-data_app = typer.Typer(no_args_is_help=True, help="Check and split training data.")
+data_app = typer.Typer(no_args_is_help=True, help="Check, split and synthesize training data.")
 
 FormatOpt = typer.Option(None, "--format", "-f", help=f"Data format: {' | '.join(FORMATS)} (default: detected).")
 ColumnOpt = typer.Option(None, "--column", "-c", help="Map a field to a file column, FIELD=COLUMN, e.g. text=review "
@@ -137,3 +141,31 @@ def split_command(file: Path = typer.Argument(..., help="Training data: .jsonl, 
         typer.echo(f"warning: {warning}", err=True)
     if len(report.warnings) > SHOWN:
         typer.echo(f"... and {len(report.warnings) - SHOWN} more warnings", err=True)
+
+
+@data_app.command("synth")
+def synth_command(paths: List[Path] = typer.Argument(..., help="Files and folders of documents (read as `ragtune "
+                                                    "index` reads them)."),
+                  out: Path = typer.Option(..., "--out", "-o", help="JSONL file for the question/answer rows."),
+                  method: str = typer.Option("auto", "--method", help=f"{' | '.join(METHODS)}. auto: the project's "
+                                             "generator when it writes text (hf, openai), else cloze (offline)."),
+                  per_fact: int = typer.Option(1, "--per-fact", min=1, help="Phrasings of each fact, same answer "
+                                               f"(several help fine-tuning absorb a fact; cloze makes at most "
+                                               f"{CLOZE_PHRASINGS})."),
+                  max_facts: Optional[int] = typer.Option(None, "--max-facts", min=1, help="Keep at most this many "
+                                                          "facts, sampled with --seed."),
+                  seed: int = typer.Option(0, "--seed", help="Same seed, same cloze rows and sample.")):
+    """QA pairs (question, answer, context, answer_start) from documents, for an eval set or `train reader`."""
+    from ragtune.cli import _state  # the global --project; imported here, as ragtune.cli imports this module
+
+    ingest, generator = project_setup(_state["project"], method, per_fact)
+    rows = synthesize([str(p) for p in paths], method=method, generator=generator, per_fact=per_fact,
+                      max_facts=max_facts, seed=seed, ingest=ingest)
+    for skipped in rows.skipped[:SHOWN]:
+        typer.echo(f"warning: skipped {skipped}", err=True)
+    path = write_jsonl_atomic(rows, out)
+    methods = ", ".join(f"{name} {n}" for name, n in Counter(row["method"] for row in rows).items())
+    dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in rows.dropped.items())
+    typer.echo(f"facts      {rows.facts:>7}\nquestions  {len(rows):>7}  ({methods})")
+    typer.echo(f"dropped    {sum(rows.dropped.values()):>7}" + (f"  ({dropped})" if dropped else ""))
+    typer.echo(f"wrote {path}")

@@ -127,20 +127,46 @@ def _read_texts(file: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def _classify_model(model: Path | None):
+    """The model `ragtune classify` uses: --model, else the project's adopted classify strategy."""
+    from ragtune.errors import ConfigError
+    from ragtune.evaluate.classify_models import MANIFEST, load_classify_model
+
+    if model is None:
+        from ragtune.cli import _state
+        from ragtune.project import Project
+
+        try:
+            project = Project.open(_state["project"])
+        except ConfigError:
+            raise ConfigError("no --model and no project: pass --model FOLDER, or run in a project where "
+                              "`ragtune compare --adopt` chose a classify strategy") from None
+        if not project.config.classify.model:
+            raise ConfigError(f"{project.folder / 'ragtune.yaml'}: classify.model is not set: pass --model FOLDER, or "
+                              "run `ragtune compare --adopt` on a classify comparison")
+        model = project.folder / project.config.classify.model
+        return load_classify_model(model, project.embedder.embed)
+    if (model / MANIFEST).is_file():
+        from ragtune.cli import _state
+        from ragtune.project import Project
+
+        return load_classify_model(model, Project.open(_state["project"]).embedder.embed)
+    return load_classify_model(model, None)
+
+
 def classify_command(
     texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify."),
-    model: Path = typer.Option(..., "--model", help="Folder of a classifier trained with `ragtune train classifier`."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Folder of a classifier trained with `ragtune train classifier`, or of a strategy saved by `ragtune compare` (default: the project's adopted classify.model)."),
     file: Optional[Path] = typer.Option(None, "--file", help="Also classify each non-empty line of this file ('-' reads stdin)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: text, label, probability of every label."),
 ):
-    """Predict labels with a trained classifier: one `label<TAB>probability` line per text."""
+    """Predict labels with a trained classifier or an adopted classify strategy: one `label<TAB>probability` line per text."""
     from ragtune.errors import InputError
-    from ragtune.train.classifier import load_classifier
 
     items = list(texts or []) + (_read_texts(file) if file is not None else [])
     if not items:
         raise InputError("nothing to classify: give texts as arguments or --file FILE")
-    classifier = load_classifier(model)
+    classifier = _classify_model(model)
     probabilities = classifier.probabilities(items)
     if as_json:
         typer.echo(json.dumps([{"text": text, "label": classifier.labels[int(p.argmax())], "probability": float(p.max()),

@@ -137,6 +137,50 @@ class ServerConfig(_Section):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser (CORS); empty = off.")
 
 
+class ConstraintsConfig(_Section):
+    latency_budget_ms: float | None = Field(None, gt=0, description="Largest acceptable p95 latency per query in ms; a strategy over it is not recommended (null = no budget).")
+    updates_per_month: float = Field(4.0, ge=0, description="How often the knowledge or the labels change: weighs the time to absorb an update (re-index vs retrain).")
+    training_budget_minutes: float | None = Field(None, gt=0, description="Longest acceptable training run; a strategy whose training took longer is not recommended (null = no budget).")
+    price_per_1k_tokens: float = Field(0.0, ge=0, description="Price of 1,000 generator tokens (in + out) in your currency; 0 for local models.")
+    price_per_gpu_hour: float = Field(0.0, ge=0, description="Price of an hour of the machine that trains and serves (a GPU hour, or a CPU server's hour).")
+
+
+class CompareUpdateConfig(_Section):
+    documents: str | None = Field(None, description="qa: folder laid over `compare.documents` (same relative paths replace, new ones add).")
+    eval: str | None = Field(None, description="qa: questions about the changed facts (with `before`: the old answer); classify: labelled examples of the update (split in half: one half absorbed, the other scored).")
+    labels: str | None = Field(None, description="classify: the labels JSON after the update (label -> description).")
+
+
+class CompareConfig(_Section):
+    task: Literal["qa", "classify"] | None = Field(None, description="qa (questions over documents) or classify (texts with labels).")
+    documents: str | None = Field(None, description="qa: folder of the documents (relative to the project folder).")
+    eval: str | None = Field(None, description="qa: questions (id, question, answer, answerable, source[, fact]); classify: labelled test examples (default: a seeded share of `train`).")
+    train: str | None = Field(None, description="classify: labelled training examples (text, label[, id]).")
+    labels: str | None = Field(None, description="classify: JSON mapping each label to a one-sentence description (zero-shot compares texts with it; default: the label names).")
+    general: str | None = Field(None, description="General-ability set for forgetting: query/positive pairs (the encoder's retrieval MRR@10 before and after fine-tuning).")
+    update: CompareUpdateConfig = Field(default_factory=CompareUpdateConfig)
+    strategies: list[str] = Field(default_factory=list, description="Strategies to run (empty = every strategy of the task; `ragtune compare --list` names them).")
+    test_share: float = Field(0.3, gt=0, lt=1, description="Share held out for testing: classify examples, or qa source documents (questions follow their document).")
+    validation_share: float = Field(0.1, ge=0, lt=1, description="Share of the training part kept for validation (early stopping, best checkpoint).")
+    seed: int = Field(0, description="Seed of the splits, training and bootstrap.")
+    results: str = Field("results", description="Folder (relative to the project) of results/<strategy>.json, report.html and trained models.")
+    knn_k: int = Field(10, ge=1, description="classify: neighbours that vote in the knn strategies.")
+    epochs: float = Field(6.0, gt=0, description="Epochs of each fine-tuned strategy (classifier, reader, generator); the best validation step is kept.")
+    learning_rate: float = Field(1e-4, gt=0, description="Learning rate of the fine-tuned classifier (on the demo's 380 reviews: validation accuracy 0.975 with 1e-4 x 6 epochs vs 0.850 with 5e-5 x 4).")
+    generator_learning_rate: float = Field(2e-4, gt=0, description="qa, generator.backend hf: LoRA learning rate of the finetune and raft strategies.")
+    generator_max_length: int | None = Field(None, ge=64, description="qa, generator.backend hf: longest training example in tokens (finetune, raft); default: the generator's context window, at most 2048.")
+    reader_model: str | None = Field(None, description="qa: encoder (or question-answering model) the rag+reader strategy fine-tunes (default: embedder.model).")
+    reader_learning_rate: float = Field(1e-4, gt=0, description="qa: learning rate of the reader (its span head starts from scratch).")
+    reader_min_score: float = Field(0.2, ge=0, le=1, description="qa: the reader abstains when its best span's probability is below this.")
+    store_text: bool = Field(True, description="Keep each example's input text in results (false for public datasets: ids and predictions only).")
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+
+
+class ClassifyConfig(_Section):
+    strategy: str | None = Field(None, description="The classify strategy `ragtune classify` and `serve` use (written by `ragtune compare --adopt`).")
+    model: str | None = Field(None, description="Folder of that strategy's saved model (relative to the project folder).")
+
+
 class ProjectConfig(_Section):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
@@ -146,6 +190,8 @@ class ProjectConfig(_Section):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
 
 
 def _line_of(node: Any, loc: tuple) -> int | None:

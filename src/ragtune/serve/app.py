@@ -30,7 +30,7 @@ from ragtune.serve.auth import ApiKey, KeyStore
 from ragtune.serve.guard import (ApiError, Guard, current_key, install_error_handlers, ragtune_status,
                                  validation_response, writer_key)
 from ragtune.serve.schemas import (CHAT_MODEL, MAX_EMBED_INPUTS, AssistantMessage, ChatChoice, ChatCompletion,
-                                   ChunkOut, ClassifyResponse, Deleted, DocumentDetail, DocumentList, DocumentOut,
+                                   ChunkOut, ClassifyItem, ClassifyResponse, Deleted, DocumentDetail, DocumentList, DocumentOut,
                                    DocumentsIn, DocumentUpload, EmbeddingItem, EmbeddingList, Health, ModelCard,
                                    ModelList, ReportInfo, ReportList, SearchResponse, TokenUsage, WriteResult,
                                    error_responses, request_models)
@@ -139,14 +139,21 @@ def create_app(project, settings: ServerConfig | None = None, keys: KeyStore | N
                 for i, v in enumerate(vectors)]
         return EmbeddingList(data=data, model=info["model"], usage=TokenUsage(prompt_tokens=tokens, total_tokens=tokens))
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, responses=error_responses(409), tags=["openai"])
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=error_responses(400, 409), tags=["openai"])
     async def classify(body: ClassifyRequest, key: ApiKey = Depends(current_key)):
         """Labels from the adopted classify strategy (classification projects)."""
         classifier = service.classifier()
         if classifier is None:
             raise ApiError(409, "no classify strategy adopted in this project; run `ragtune compare` on a classify "
                                 "task and adopt its recommendation first", "not_configured")
-        raise ApiError(409, "classification is not available in this version", "not_configured")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts or len(texts) > settings.max_k:
+            raise ApiError(400, f"input: give 1 to {settings.max_k} texts (server.max_k)", "invalid_request_error")
+        probabilities = await run(classifier.probabilities, texts)
+        labels = classifier.labels
+        return ClassifyResponse(model=f"ragtune-classify-{classifier.strategy}", data=[
+            ClassifyItem(index=i, label=labels[int(p.argmax())], scores={l: float(v) for l, v in zip(labels, p)})
+            for i, p in enumerate(probabilities)])
 
     # --- search and documents -------------------------------------------------------------------
     @app.post("/search", response_model=SearchResponse, responses=error_responses(400, 409), tags=["knowledge"])

@@ -183,13 +183,21 @@ class Service:
                 raise ApiError(403, f"document '{doc_id}' has groups this key does not hold", "permission_error")
             self.store.delete([doc_id])
 
-    # plug-in points for the compare/recommend issue ------------------------------------------
+    # what `ragtune compare` produced -----------------------------------------------------------
     def classifier(self):
-        """The adopted classify strategy, or None (strategies are adopted by `ragtune compare`)."""
-        return None
+        """The adopted classify strategy (classify.model, written by `ragtune compare --adopt`), or None."""
+        adopted = self.project.config.classify.model
+        if not adopted:
+            return None
+        if getattr(self, "_classifier", None) is None:
+            from ragtune.evaluate.classify_models import load_classify_model
+
+            self._classifier = load_classify_model(self.project.folder / adopted, self.embedder.embed)
+        return self._classifier
 
     def reports_dir(self) -> Path:
-        return self.project.folder / "reports"
+        """The comparison's results folder: report.html, comparison.json and results/<strategy>.json."""
+        return (self.project.folder / self.project.config.compare.results).resolve()
 
 
 def hit_out(hit) -> HitOut:
