@@ -16,6 +16,16 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _cli_state(monkeypatch):
+    """Commands run in a test set ragtune.cli's global --project and --verbose: each test starts
+    with them unset, and what it sets is undone after it."""
+    from ragtune import cli
+
+    monkeypatch.setitem(cli._state, "project", None)
+    monkeypatch.setitem(cli._state, "verbose", False)
+
+
 def hashing_config(**retrieval) -> ProjectConfig:
     config = ProjectConfig(embedder=EmbedderConfig(backend="hashing", dimension=64))
     for key, value in retrieval.items():

@@ -20,15 +20,6 @@ DEMO = ROOT / "examples" / "demo"
 CLASSIFY_STRATEGIES = ["zero-shot", "knn", "linear-probe", "finetune", "finetune+knn-encoder", "finetune+knn-vote"]
 
 
-@pytest.fixture(autouse=True)
-def _cli_state(monkeypatch):
-    """Commands run here set ragtune.cli's global --project; put it back for the tests that follow."""
-    from ragtune import cli
-
-    for key, value in list(cli._state.items()):
-        monkeypatch.setitem(cli._state, key, value)
-
-
 @pytest.fixture(scope="module")
 def tiny_st(tmp_path_factory) -> Path:
     return tiny_sentence_model(tmp_path_factory.mktemp("tiny-st"))
@@ -269,6 +260,7 @@ def test_the_server_classifies_with_the_adopted_strategy_and_lists_the_report(cl
         served = Project.open(project.folder)
         keys = KeyStore(project.folder, env="")
         secret, _ = keys.create([], write=False, name="reader")
+        admin, _ = keys.create([], write=True, name="admin")
         with live_server(create_app(served, keys=keys)) as url:
             reply = httpx.post(url + "/v1/classify", json={"input": ["restore backups archive", "cat dogs bark"]},
                                headers=bearer(secret), timeout=30)
@@ -278,7 +270,8 @@ def test_the_server_classifies_with_the_adopted_strategy_and_lists_the_report(cl
             for item in body["data"]:
                 assert item["label"] == max(item["scores"], key=item["scores"].get)
                 assert abs(sum(item["scores"].values()) - 1) < 1e-3
-            listed = httpx.get(url + "/reports", headers=bearer(secret), timeout=30).json()
+            assert httpx.get(url + "/reports", headers=bearer(secret), timeout=30).status_code == 403
+            listed = httpx.get(url + "/reports", headers=bearer(admin), timeout=30).json()
             assert {"report.html", "comparison.json"} <= {r["id"] for r in listed["reports"]}
             assert httpx.post(url + "/v1/classify", json={"input": []}, headers=bearer(secret)).status_code == 400
         served.close()
@@ -375,3 +368,12 @@ def test_cli_reports_mistakes_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["ragtune", "-p", str(tmp_path / "p"), "compare", "--list"])
     main()
     assert "rag-hybrid" in capsys.readouterr().out
+
+
+def test_a_second_run_in_the_same_folder_retrains_and_keeps_matching_results(classify_run):
+    project, first = classify_run
+    before = {r["strategy"]: r["run_key"] for r in read_results(project.folder / "results")}
+    again = run_compare(project, ["finetune"], progress=False, echo=lambda m: None)  # trains from scratch, no resume error
+    after = {r["strategy"]: r["run_key"] for r in read_results(project.folder / "results")}
+    assert after == before  # same data and split: the other strategies' results stay in the comparison
+    assert {s["name"] for s in again["strategies"]} == set(CLASSIFY_STRATEGIES)

@@ -209,8 +209,9 @@ def test_openai_errors_are_clear_4xx(srv):
 def test_classify_and_reports_say_what_is_missing(srv):
     assert_error(post(srv, "/v1/classify", {"input": "great product"}, srv.reader), 409, "no classify strategy",
                  "ragtune compare")
-    assert_error(srv.http.get("/reports", headers=bearer(srv.reader)), 404, "no reports yet")
-    assert_error(srv.http.get("/reports/x.json", headers=bearer(srv.reader)), 404)
+    assert_error(srv.http.get("/reports", headers=bearer(srv.reader)), 403, "write scope")
+    assert_error(srv.http.get("/reports", headers=bearer(srv.admin)), 404, "no reports yet")
+    assert_error(srv.http.get("/reports/x.json", headers=bearer(srv.admin)), 404)
 
 
 # --- search and documents ---------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def _adopt(project, comparison: dict) -> None:
     from ragtune.config import CONFIG_NAME
     from ragtune.evaluate.adopt import adoption, set_yaml_values
 
-    values = adoption(comparison, project.folder)
+    values = adoption(comparison, project.folder, rerank_configured=bool(project.config.rag.rerank.model))
     set_yaml_values(project.folder / CONFIG_NAME, values)
     typer.echo(f"adopted {comparison['best']}: " + ", ".join(f"{k}: {v}" for k, v in values.items()))
 

@@ -130,28 +130,26 @@ def _read_texts(file: Path) -> list[str]:
 def _classify_model(model: Path | None):
     """The model `ragtune classify` uses: --model, else the project's adopted classify strategy."""
     from ragtune.errors import ConfigError
-    from ragtune.evaluate.classify_models import MANIFEST, load_classify_model
+    from ragtune.evaluate.classify_models import load_classify_model, needs_embedder
 
-    if model is None:
+    def project():
         from ragtune.cli import _state
         from ragtune.project import Project
 
         try:
-            project = Project.open(_state["project"])
+            return Project.open(_state["project"])
         except ConfigError:
             raise ConfigError("no --model and no project: pass --model FOLDER, or run in a project where "
                               "`ragtune compare --adopt` chose a classify strategy") from None
-        if not project.config.classify.model:
-            raise ConfigError(f"{project.folder / 'ragtune.yaml'}: classify.model is not set: pass --model FOLDER, or "
-                              "run `ragtune compare --adopt` on a classify comparison")
-        model = project.folder / project.config.classify.model
-        return load_classify_model(model, project.embedder.embed)
-    if (model / MANIFEST).is_file():
-        from ragtune.cli import _state
-        from ragtune.project import Project
 
-        return load_classify_model(model, Project.open(_state["project"]).embedder.embed)
-    return load_classify_model(model, None)
+    if model is None:
+        opened = project()
+        if not opened.config.classify.model:
+            raise ConfigError(f"{opened.folder / 'ragtune.yaml'}: classify.model is not set: pass --model FOLDER, or "
+                              "run `ragtune compare --adopt` on a classify comparison")
+        model = opened.folder / opened.config.classify.model
+        return load_classify_model(model, opened.embedder if needs_embedder(model) else None)
+    return load_classify_model(model, project().embedder if needs_embedder(model) else None)
 
 
 def classify_command(

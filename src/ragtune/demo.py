@@ -20,11 +20,11 @@ QA_CONFIG = """\
 # The qa half of `ragtune demo`: questions over Quillmate's documentation.
 compare:
   task: qa
-  documents: {data}/docs
-  eval: {data}/demo/qa/questions.jsonl
+  documents: {docs}
+  eval: {qa}
   update:
-    documents: {data}/demo/update/docs
-    eval: {data}/demo/update/questions.jsonl
+    documents: {update_docs}
+    eval: {update_qa}
   constraints:
     latency_budget_ms: 1000
     updates_per_month: 4
@@ -34,12 +34,12 @@ CLASSIFY_CONFIG = """\
 # The classify half of `ragtune demo`: routing Quillmate customer feedback to a team.
 compare:
   task: classify
-  train: {data}/demo/reviews/reviews.jsonl
-  labels: {data}/demo/reviews/labels.json
-  general: {data}/demo/general/pairs.jsonl
+  train: {reviews}
+  labels: {labels}
+  general: {general}
   update:
-    eval: {data}/demo/reviews/reviews-update.jsonl
-    labels: {data}/demo/reviews/labels-update.json
+    eval: {reviews_update}
+    labels: {labels_update}
   constraints:
     latency_budget_ms: 200
     updates_per_month: 4
@@ -56,6 +56,19 @@ def examples_folder(data: Path | None) -> Path:
         raise ConfigError(f"{data}: not ragtune's examples folder (no demo/qa/questions.jsonl and docs/); run the demo "
                           "from a source checkout (`pip install -e .`) or pass --data path/to/ragtune/examples")
     return data.resolve()
+
+
+def _paths(data: Path) -> dict[str, str]:
+    """The demo files, quoted for YAML (JSON strings are valid YAML scalars, whatever the path holds)."""
+    import json
+
+    demo = data / "demo"
+    files = {"docs": data / "docs", "qa": demo / "qa" / "questions.jsonl", "update_docs": demo / "update" / "docs",
+             "update_qa": demo / "update" / "questions.jsonl", "reviews": demo / "reviews" / "reviews.jsonl",
+             "labels": demo / "reviews" / "labels.json", "general": demo / "general" / "pairs.jsonl",
+             "reviews_update": demo / "reviews" / "reviews-update.jsonl",
+             "labels_update": demo / "reviews" / "labels-update.json"}
+    return {name: json.dumps(path.as_posix()) for name, path in files.items()}
 
 
 def _project(folder: Path, config: str):
@@ -81,7 +94,7 @@ def run_demo(out: Path, data: Path | None, task: str = "both", *, progress: bool
         if task not in (name, "both"):
             continue
         echo(f"\n== {name}: {'questions over the Quillmate docs' if name == 'qa' else 'Quillmate customer reviews'}")
-        project = _project(out / name, template.format(data=data.as_posix()))
+        project = _project(out / name, template.format(**_paths(data)))
         try:
             comparisons[name] = run_compare(project, progress=progress, echo=echo)
         finally:

@@ -27,6 +27,7 @@ from ragtune.errors import InputError
 
 Embed = Callable[[list[str]], np.ndarray]
 MANIFEST = "strategy.json"
+NEEDS_EMBEDDER = ("zero-shot", "knn", "linear-probe", "finetune+knn-vote")  # the rest run on the classifier alone
 
 
 def knn_vote(queries: np.ndarray, vectors: np.ndarray, labels_of: list[str], labels: list[str], k: int) -> np.ndarray:
@@ -115,11 +116,16 @@ class ClassifyModel:
         return out
 
     # --- saving ---------------------------------------------------------------------------------
-    def save(self, folder: Path, classifier_folder: Path | None = None) -> Path:
+    def save(self, folder: Path, classifier_folder: Path | None = None, embedder: dict | None = None) -> Path:
+        """Write the strategy to `folder` (the classifier is referenced by a path relative to it;
+        `embedder` is the project embedder's info(), checked again when the folder is loaded)."""
+        import os
+
         folder.mkdir(parents=True, exist_ok=True)
         manifest = {"strategy": self.strategy, "labels": self.labels, "k": self.k, "knn_encoder": self.knn_encoder,
                     "label_descriptions": self.label_descriptions or None,
-                    "classifier": str(classifier_folder.resolve()) if classifier_folder else None}
+                    "classifier": os.path.relpath(classifier_folder, folder) if classifier_folder else None,
+                    "embedder": embedder if self.strategy in NEEDS_EMBEDDER else None}
         if self.knn_encoder is not None:
             np.save(folder / "vectors.npy", self.vectors)
             (folder / "example_labels.json").write_text(json.dumps(self.example_labels), encoding="utf-8")
@@ -165,9 +171,10 @@ class _Probe:
         return _softmax(logits)
 
 
-def load_classify_model(folder: str | Path, embed: Embed | None) -> ClassifyModel:
+def load_classify_model(folder: str | Path, embedder=None) -> ClassifyModel:
     """A classify strategy saved by `ragtune compare` (or a plain classifier folder from
-    `ragtune train classifier`)."""
+    `ragtune train classifier`). `embedder` (the project's) is needed by the strategies that embed
+    texts, and must be the one the strategy was built with."""
     from ragtune.train.classifier import load_classifier
 
     folder = Path(folder)
@@ -177,13 +184,20 @@ def load_classify_model(folder: str | Path, embed: Embed | None) -> ClassifyMode
         return ClassifyModel("finetune", classifier.labels, classifier=classifier)
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     strategy, labels = manifest["strategy"], manifest["labels"]
-    classifier = load_classifier(manifest["classifier"]) if manifest.get("classifier") else None
+    classifier = load_classifier(folder / manifest["classifier"]) if manifest.get("classifier") else None
     probe = None
     if (folder / "probe.npz").is_file():
         saved = np.load(folder / "probe.npz")
         probe = _Probe(saved["coef"], saved["intercept"], saved["classes"])
-    if strategy in ("zero-shot", "knn", "linear-probe", "finetune+knn-vote") and embed is None:
-        raise InputError(f"{folder}: the {strategy} strategy needs the project's embedder")
+    if strategy in NEEDS_EMBEDDER:
+        if embedder is None:
+            raise InputError(f"{folder}: the {strategy} strategy embeds texts: run it inside its project (-p FOLDER)")
+        built, now = manifest.get("embedder") or {}, embedder.info()
+        if built and (built.get("model"), built.get("fingerprint")) != (now.get("model"), now.get("fingerprint")):
+            raise InputError(f"{folder}: the {strategy} strategy was built with the embedder {built.get('model')} "
+                             f"({built.get('fingerprint')}); the project now uses {now.get('model')} "
+                             f"({now.get('fingerprint')}). Run `ragtune compare --adopt` again.")
+    embed = embedder.embed if embedder is not None else None
     model = ClassifyModel(strategy, labels, embed=embed, k=manifest.get("k", 10), classifier=classifier,
                           knn_encoder=manifest.get("knn_encoder"), probe=probe,
                           label_descriptions=manifest.get("label_descriptions") if strategy == "zero-shot" else None)
@@ -191,3 +205,9 @@ def load_classify_model(folder: str | Path, embed: Embed | None) -> ClassifyMode
         model.vectors = np.load(folder / "vectors.npy")
         model.example_labels = json.loads((folder / "example_labels.json").read_text(encoding="utf-8"))
     return model
+
+
+def needs_embedder(folder: str | Path) -> bool:
+    """Whether the saved strategy in `folder` embeds texts with the project's embedder."""
+    path = Path(folder) / MANIFEST
+    return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("strategy") in NEEDS_EMBEDDER

@@ -8,6 +8,7 @@ fine-tuned: retrieval MRR@10 on a general query/positive set, base encoder vs fi
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -48,10 +49,13 @@ class ClassifyRun:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
             self._cache.update(zip(missing, self.embedder.embed(missing)))
-        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.embedder.dimension), dtype=np.float32)
 
     def embed_uncached(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.embed(list(texts))
+        """Embedded now (what a timed step really costs); the vectors then join the cache."""
+        vectors = self.embedder.embed(list(texts)) if texts else np.zeros((0, self.embedder.dimension), dtype=np.float32)
+        self._cache.update(zip(texts, vectors))
+        return vectors
 
     # --- the fine-tuned classifier (trained once, shared by three strategies) --------------------
     def classifier(self, key: str, rows: list[dict]):
@@ -61,6 +65,7 @@ class ClassifyRun:
             from ragtune.train.common import TrainOptions
 
             out = self.work / "models" / f"classifier-{key}"
+            shutil.rmtree(out, ignore_errors=True)  # a new comparison trains from scratch, never resumes an old run
             options = TrainOptions(output_dir=str(out), epochs=self.compare.epochs, learning_rate=self.compare.learning_rate,
                                    seed=self.compare.seed, batch_size=16, logging_steps=5, save_total_limit=1)
             self.echo(f"  training the classifier ({key}: {len(rows)} examples, {self.compare.epochs:g} epochs)")
@@ -81,10 +86,11 @@ class ClassifyRun:
             return ClassifyModel(strategy, list(labels), embed=self.embed, label_descriptions=labels), 0.0
         if strategy == "knn":
             model = ClassifyModel(strategy, sorted(set(golds)), embed=self.embed, k=self.compare.knn_k, knn_encoder="base")
-            model.add_examples(texts, golds)
+            model.add_examples(texts, golds, self.embed_uncached(texts))
             return model, time.perf_counter() - started
         if strategy == "linear-probe":
-            model = ClassifyModel(strategy, sorted(set(golds)), embed=self.embed, probe=self._fit_probe(texts, golds))
+            model = ClassifyModel(strategy, sorted(set(golds)), embed=self.embed,
+                                  probe=self._fit_probe(texts, golds, self.embed_uncached(texts)))
             return model, time.perf_counter() - started
         classifier, seconds, _ = self.classifier(key, rows)
         knn = {"finetune": None, "finetune+knn-encoder": "classifier", "finetune+knn-vote": "base"}[strategy]
@@ -92,15 +98,16 @@ class ClassifyRun:
                               knn_encoder=knn)
         started = time.perf_counter()
         if knn:
-            model.add_examples(texts, golds)
+            model.add_examples(texts, golds, None if knn == "classifier" else self.embed_uncached(texts))
         return model, seconds + time.perf_counter() - started
 
-    def _fit_probe(self, texts: list[str], golds: list[str]):
-        """Logistic regression; C picked on the validation split (accuracy), then refit."""
+    def _fit_probe(self, texts: list[str], golds: list[str], x: np.ndarray):
+        """Logistic regression on the vectors `x` of `texts`; C picked on the validation split
+        (accuracy), then refit."""
         from ragtune.errors import require
 
         linear_model = require("sklearn.linear_model", "the linear-probe strategy", "train")
-        x, valid = self.embed(texts), self.data.validation
+        valid = self.data.validation
         best_c = 10.0
         if valid:
             xv, yv = self.embed([r["text"] for r in valid]), [r["label"] for r in valid]
@@ -121,8 +128,9 @@ class ClassifyRun:
             return model, "embed the new examples" + (" (no retraining)" if strategy == "finetune+knn-vote" else "")
         if strategy == "linear-probe":
             all_rows = self.data.train + rows
-            return ClassifyModel(strategy, sorted({r["label"] for r in all_rows}), embed=self.embed_uncached,
-                                 probe=self._fit_probe([r["text"] for r in all_rows], [r["label"] for r in all_rows])), \
+            x = np.vstack([self.embed([r["text"] for r in self.data.train]), self.embed_uncached(texts)])
+            return ClassifyModel(strategy, sorted({r["label"] for r in all_rows}), embed=self.embed,
+                                 probe=self._fit_probe([r["text"] for r in all_rows], [r["label"] for r in all_rows], x)), \
                 "refit the regression"
         classifier, _, _ = self.classifier("update", self.data.train + rows)
         return ClassifyModel(strategy, classifier.labels, classifier=classifier), "retrain on old + new examples"
@@ -181,45 +189,70 @@ def _general_pairs(path: Path) -> list[dict]:
     return [{"query": r["query"], "positive": r["positive"]} for r in load_examples(path, "pairs").rows]
 
 
+def skip_reason(strategy: str, embedder_config) -> str | None:
+    if strategy.startswith("finetune") and embedder_config.backend == "hashing":
+        return "needs an encoder to fine-tune; the hashing embedder has no weights (set embedder.backend and model)"
+    return None
+
+
 def run_classify(data: ClassifyData, compare, embedder, embedder_config, results: Path, strategies: list[str],
                  *, progress: bool = True, echo: Callable[[str], None] = print,
                  general: Path | None = None) -> list[dict]:
-    """Run each strategy, write results/<strategy>.json, return the records."""
+    """Run each strategy and return its record; a strategy that cannot run (a missing extra, a
+    model that will not load) is recorded as failed with the reason, and the others go on."""
+    from ragtune.errors import RagtuneError
+
     run = ClassifyRun(data, compare, embedder, embedder_config, results, progress, echo)
-    pairs = _general_pairs(general) if general else None
-    base_general = None
+    run.general_pairs = _general_pairs(general) if general else None
+    run.general = general
     records = []
-    test_texts = [r["text"] for r in data.test]
     for strategy in strategies:
         family, description = STRATEGIES[strategy]
+        reason = skip_reason(strategy, embedder_config)
+        if reason:
+            records.append(skipped(strategy, family, "classify", reason, description))
+            continue
         echo(f"- {strategy}: {description}")
-        model, one_time = run.build(strategy, data.train, data.labels, "main")
-        examples = _scored(model, data.test, compare.store_text)
-        timings = [{"total": s} for s in _latencies(model, test_texts, run.embed_uncached)]
-        config = {"strategy": strategy, "embedder": embedder_config.model_dump(), "knn_k": compare.knn_k,
-                  **({"epochs": compare.epochs, "learning_rate": compare.learning_rate, "batch_size": 16}
-                     if strategy.startswith("finetune") else {})}
-        record = base_record(strategy, family, "classify", description, split=data.split, config=config,
-                             seed=compare.seed, data=data.files, models={"embedder": embedder_config.model})
-        record.update(primary_metric="accuracy", examples=examples, metrics=quality(examples, run.labels, compare.seed),
-                      latency_ms=latency_by_stage(timings), tokens=None,
-                      cost_per_1k_queries=1000 * float(np.mean([t["total"] for t in timings])) / 3600
-                      * compare.constraints.price_per_gpu_hour,
-                      one_time={"training_seconds" if strategy not in ("zero-shot", "knn") else "index_seconds": one_time})
-        model.save(results / "models" / strategy,
-                   run.classifier("main", data.train)[2] if strategy.startswith("finetune") else None)
-        record["model_folder"] = str(results / "models" / strategy)
-        if data.update_absorb:
-            record["freshness"] = _freshness(run, strategy, model, data, compare)
-        if pairs and strategy.startswith("finetune"):
-            base_general = base_general or general_mrr(_base_encoder(embedder_config), pairs, compare.seed)
-            classifier = run.classifier("main", data.train)[0]
-            after = general_mrr(lambda texts: mean_pooled(classifier.model.base_model, classifier.tokenizer, texts),
-                                pairs, compare.seed)
-            record["forgetting"] = {"set": str(general), "metric": "mrr@10", "before": base_general, "after": after,
-                                    "note": "the base encoder vs the encoder fine-tuned inside the classifier"}
-        records.append(record)
+        try:
+            records.append(_run_one(run, strategy, family, description))
+        except RagtuneError as exc:
+            echo(f"  {strategy} failed: {exc}")
+            records.append({**skipped(strategy, family, "classify", str(exc), description), "status": "failed"})
     return records
+
+
+def _run_one(run: ClassifyRun, strategy: str, family: str, description: str) -> dict:
+    data, compare, embedder_config, results = run.data, run.compare, run.embedder_config, run.work
+    model, one_time = run.build(strategy, data.train, data.labels, "main")
+    examples = _scored(model, data.test, compare.store_text)
+    timings = [{"total": s} for s in _latencies(model, [r["text"] for r in data.test], run.embed_uncached)]
+    config = {"strategy": strategy, "embedder": embedder_config.model_dump(), "knn_k": compare.knn_k,
+              **({"epochs": compare.epochs, "learning_rate": compare.learning_rate, "batch_size": 16}
+                 if strategy.startswith("finetune") else {})}
+    record = base_record(strategy, family, "classify", description, split=data.split, config=config,
+                         seed=compare.seed, data=data.files, models={"embedder": embedder_config.model})
+    record.update(primary_metric="accuracy", examples=examples, metrics=quality(examples, run.labels, compare.seed),
+                  latency_ms=latency_by_stage(timings), tokens=None,
+                  cost_per_1k_queries=1000 * float(np.mean([t["total"] for t in timings])) / 3600
+                  * compare.constraints.price_per_gpu_hour,
+                  one_time={"training_seconds" if strategy not in ("zero-shot", "knn") else "index_seconds": one_time})
+    folder = results / "models" / strategy
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save(folder, run.classifier("main", data.train)[2] if strategy.startswith("finetune") else None,
+               embedder=run.embedder.info())
+    record["model_folder"] = str(folder)
+    if data.update_absorb:
+        record["freshness"] = _freshness(run, strategy, model, data, compare)
+    if run.general_pairs and strategy.startswith("finetune"):
+        if getattr(run, "base_general", None) is None:
+            run.echo("  forgetting: the general set with the base encoder")
+            run.base_general = general_mrr(_base_encoder(embedder_config), run.general_pairs, compare.seed)
+        classifier = run.classifier("main", data.train)[0]
+        after = general_mrr(lambda texts: mean_pooled(classifier.model.base_model, classifier.tokenizer, texts),
+                            run.general_pairs, compare.seed)
+        record["forgetting"] = {"set": str(run.general), "metric": "mrr@10", "before": run.base_general, "after": after,
+                                "note": "the base encoder vs the encoder fine-tuned inside the classifier"}
+    return record
 
 
 def _freshness(run: ClassifyRun, strategy: str, model: ClassifyModel, data: ClassifyData, compare) -> dict:

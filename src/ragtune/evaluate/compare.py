@@ -52,9 +52,13 @@ def run_compare(project, strategies: list[str] | None = None, *, progress: bool 
                           "with task: qa (and documents, eval) or task: classify (and train); see `ragtune compare --help`")
     names = _chosen(compare.task, strategies or compare.strategies)
     results = results_folder(project)
-    general = (project.folder / compare.general) if compare.general else None
+    general = (project.folder / Path(compare.general).expanduser()) if compare.general else None
     if general is not None and not general.is_file():
         raise ConfigError(f"compare.general: {general} does not exist")
+    if general is not None and compare.task == "qa":
+        from ragtune.evaluate.qa_run import general_questions
+
+        general_questions(general)  # a bad row fails now, not after the training
     started = time.perf_counter()
     if compare.task == "classify":
         from ragtune.evaluate.classify_run import run_classify
@@ -71,23 +75,36 @@ def run_compare(project, strategies: list[str] | None = None, *, progress: bool 
         data = load_qa(compare, project.folder)
         echo(f"qa: {data.split}")
         records = run_qa(data, project, compare, results, names, progress=progress, echo=echo, general=general)
-    _clear_stale(results, {file_name(r["strategy"]) for r in records}, compare.task, data.files)
+    key = run_key(project, data)
+    _clear_stale(results, {file_name(r["strategy"]) for r in records}, key)
     for record in records:
-        record["run_seconds"] = time.perf_counter() - started
+        record["run_key"] = key
         write_result(results, record)
+    echo(f"compare finished in {time.perf_counter() - started:.0f} s")
     comparison = build_comparison(read_results(results), project.config.compare.constraints.model_dump(),
                                   project=str(project.folder))
     write_outputs(comparison, results)
     return comparison
 
 
-def _clear_stale(results: Path, keep: set[str], task: str, files: dict) -> None:
-    """Remove result files of another task or other data, so a report never mixes two runs."""
+def run_key(project, data) -> str:
+    """What makes two runs' results comparable: the task, the data, the split, the seed and the
+    embedder. Results of another key are removed, so a report never mixes two splits."""
+    import hashlib
+
+    compare = project.config.compare
+    settings = {"task": compare.task, "data": data.files, "seed": compare.seed, "test_share": compare.test_share,
+                "validation_share": compare.validation_share, "embedder": project.config.embedder.model_dump(),
+                "chunking": project.config.chunking.model_dump(), "split": data.split}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _clear_stale(results: Path, keep: set[str], key: str) -> None:
+    """Remove result files of another task, other data or another split (the files of this run's
+    strategies are rewritten anyway)."""
     for record in read_results(results):
         path = Path(record["result_file"])
-        if path.name in keep:
-            continue
-        if record.get("task") != task or (record.get("status") == "ok" and record.get("data") != files):
+        if path.name not in keep and record.get("run_key") != key:
             path.unlink(missing_ok=True)
 
 

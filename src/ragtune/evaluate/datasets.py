@@ -69,7 +69,8 @@ def _resolve(folder: Path, value: str | None, setting: str, *, required: bool = 
             raise ConfigError(f"compare.{setting} is not set: name the {'folder' if is_dir else 'file'} in ragtune.yaml "
                               f"(relative to {folder})")
         return None
-    path = (folder / value).expanduser() if not Path(value).is_absolute() else Path(value)
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else folder / path
     if is_dir and not path.is_dir():
         raise ConfigError(f"compare.{setting}: {path} is not a folder")
     if not is_dir and not path.is_file():
@@ -137,9 +138,14 @@ def load_classify(config, folder: Path) -> ClassifyData:
     train, validation = stratified_split(rows, config.validation_share, config.seed + 1)
     split += f"train {len(train)} / validation {len(validation)}"
     seen = sorted({r["label"] for r in train})
+    if not train or not test:
+        raise InputError(f"{train_path}: {len(train)} training and {len(test)} test examples after the split; a "
+                         "comparison needs both: add examples or change compare.test_share")
     unknown = sorted({r["label"] for r in test} - set(seen))
     if unknown:
-        raise InputError(f"compare.eval: label(s) {', '.join(unknown)} in the test set but not in the training data")
+        where = "compare.eval" if eval_path is not None else f"{train_path}"
+        raise InputError(f"{where}: label(s) {', '.join(unknown)} in the test set but not in the training data "
+                         "(too few examples of them to split); add examples")
     labels_path = _resolve(folder, config.labels, "labels", required=False)
     labels = _labels_file(labels_path, seen, "train")
     labels = {label: labels[label] for label in seen}
@@ -154,6 +160,8 @@ def load_classify(config, folder: Path) -> ClassifyData:
             raise InputError(f"{update_path}: ids also in the main data ({', '.join(sorted(clash)[:3])}...): "
                              "give update examples their own ids")
         data.update_absorb, data.update_test = stratified_split(update, 0.5, config.seed + 2)
+        if not data.update_absorb or not data.update_test:
+            raise InputError(f"{update_path}: too few examples to absorb half and score half; add examples")
         update_labels_path = _resolve(folder, config.update.labels, "update.labels", required=False)
         all_seen = sorted(set(seen) | {r["label"] for r in update})
         data.update_labels = _labels_file(update_labels_path, all_seen, "update.eval") if update_labels_path else \

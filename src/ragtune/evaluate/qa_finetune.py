@@ -16,6 +16,7 @@ exactly what it will read.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def train_generator(run, data: QAData, compare, kind: str, *, progress: bool, ec
     if not rows:
         raise ConfigError(f"{kind}: no training examples could be built from the training questions")
     folder = run.results / "models" / f"generator-{name or kind}"
+    shutil.rmtree(folder, ignore_errors=True)  # a new comparison trains from scratch, never resumes an old run
     echo(f"  LoRA-tuning {config.generator.model} for {kind} on {len(rows)} examples ({compare.epochs:g} epochs)")
     options = TrainOptions(output_dir=str(folder), epochs=compare.epochs, learning_rate=compare.generator_learning_rate,
                            seed=compare.seed, batch_size=4, max_length=max_length, logging_steps=5,

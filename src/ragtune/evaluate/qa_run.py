@@ -20,6 +20,7 @@ answered again.
 """
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import time
@@ -42,6 +43,8 @@ STRATEGIES = {
     "raft": ("hybrid", "RAFT: a generator tuned on question + right chunk + distractors, with retrieval"),
 }
 GENERATIVE = ("hf", "openai")
+DOCS = "docs"  # the private copy's folder name: document ids are docs/<path>
+WORK = ".compare-work"  # under the results folder
 _MARKERS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 _WORD = re.compile(r"\w+")
 _STOP = frozenset("a an the of to in on at for by with and or is are was were be it its this that as from".split())
@@ -52,7 +55,12 @@ def strip_citations(text: str) -> str:
 
 
 def _matches(document_id: str, source: str | None) -> bool:
-    return bool(source) and (document_id == source or document_id.endswith("/" + source))
+    """Whether a hit's document is the question's source file in the private copy (indexed as
+    `docs/`): the file itself, or one of its rows for CSV/JSONL files (`docs/<file>#<row>`)."""
+    if not source:
+        return False
+    target = f"{DOCS}/{source.strip('/')}"
+    return document_id == target or document_id.startswith(target + "#")
 
 
 def support(answer: str, sources: list[str]) -> float | None:
@@ -90,8 +98,10 @@ def score(row: dict, answer, gold: str | None = None) -> dict:
     return out
 
 
-def quality(examples: list[dict], seed: int, k: int) -> dict:
-    """Means with 95% intervals over the examples each metric applies to."""
+def quality(examples: list[dict], seed: int, k: int, quotes: bool = False) -> dict:
+    """Means with 95% intervals over the examples each metric applies to. With `quotes` (extractive
+    generators: the answer is copied from the sources) faithfulness is not reported, since a quote
+    is supported by construction; `verbatim` says how many answers are exact copies."""
     def over(key, keep=lambda e: True):
         return metric([e[key] for e in examples if keep(e) and e.get(key) is not None], seed)
 
@@ -104,11 +114,13 @@ def quality(examples: list[dict], seed: int, k: int) -> dict:
            "abstention_recall": metric([float(e["abstained"]) for e in unanswerable], seed),
            "abstention_precision": metric([0.0 if e["answerable"] else 1.0 for e in abstained], seed),
            "citation_valid": over("citation_valid"), "citation_correct": over("citation_correct"),
-           "faithfulness": over("support"), "verbatim": over("verbatim")}
+           "verbatim": over("verbatim"), **({} if quotes else {"faithfulness": over("support")})}
     ranked = [e for e in answerable if "rank" in e]
     if ranked:
         out[f"recall_at_{k}"] = metric([float(e["rank"] is not None) for e in ranked], seed)
         out["mrr"] = metric([1 / e["rank"] if e["rank"] else 0.0 for e in ranked], seed)
+        # one relevant document per question: nDCG@k = 1 / log2(rank + 1)
+        out[f"ndcg_at_{k}"] = metric([1 / math.log2(e["rank"] + 1) if e["rank"] else 0.0 for e in ranked], seed)
     return {key: value for key, value in out.items() if value is not None}
 
 
@@ -120,8 +132,8 @@ class QARun:
         from ragtune.project import Project
 
         self.data, self.results, self.echo, self.progress = data, results, echo, progress
-        self.work = results / "work"
-        self.docs = self.work / "docs"
+        self.work = results / WORK
+        self.docs = self.work / DOCS
         config = project.config.model_copy(deep=True)
         config.store = StoreConfig(path=str((self.work / "store").resolve()))  # always a private embedded store
         shutil.rmtree(self.work, ignore_errors=True)
@@ -149,13 +161,16 @@ class QARun:
         from ragtune.evaluate.progress import progress_bar
 
         out = []
+        if rows:
+            rag.ask(rows[0]["question"], mode=mode)  # warm-up: first calls load models; not timed, not scored
         with progress_bar(len(rows), label, enabled=self.progress) as advance:
             for row in rows:
                 answer = rag.ask(row["question"], mode=mode)
                 scores = score(row, answer, row.get(gold_key) if gold_key != "answer" else None)
                 generator = rag.generator
                 tokens_in = sum(generator.count_tokens(h.text) for h in answer.hits) + generator.count_tokens(row["question"])
-                out.append({"id": row["id"], "gold": row.get(gold_key) or "", "prediction": strip_citations(answer.text),
+                out.append({"id": row["id"], **({"gold": row.get(gold_key) or ""} if store_text else {}),
+                            "prediction": strip_citations(answer.text),
                             **scores, "cited": [c.document_id for c in answer.citations],
                             "latency": answer.timings, "tokens_in": answer.usage.prompt_tokens or tokens_in,
                             "tokens_out": answer.usage.completion_tokens or generator.count_tokens(answer.text),
@@ -197,68 +212,61 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
     from ragtune.rag import RAG
 
     config = project.config
-    generator_backend = config.generator.backend
-    echo(f"  indexing {data.documents} (a private copy in {results / 'work'})")
+    echo(f"  indexing {data.documents} (a private copy in {results / WORK}, embedded store)")
     run = QARun(data, project, results, echo, progress)
     plan: dict[str, tuple[object, str | None]] = {}  # strategy -> (RAG, retrieval mode)
     records: dict[str, dict] = {}
     one_time: dict[str, dict] = {}
-    tuned: dict[str, tuple[Path, float]] = {}  # 'finetune' / 'raft' -> (adapter folder, training seconds)
+    tuned: dict[str, tuple] = {}  # 'finetune' / 'raft' -> (adapter folder, training seconds, generator)
     models: dict[str, str] = {}
+    from ragtune.errors import RagtuneError
+
     for strategy in strategies:
         family, description = STRATEGIES[strategy]
         reason = _skip_reason(strategy, config, compare)
         if reason:
             records[strategy] = skipped(strategy, family, "qa", reason, description)
             continue
-        if strategy.startswith("rag-"):
-            mode = strategy.split("-")[1].split("+")[0]
-            plan[strategy] = (RAG(run.project) if "+rerank" in strategy else _no_rerank(run.project), mode)
-            one_time[strategy] = {"index_seconds": run.index_seconds}
-        elif strategy == "closed-book":
-            plan[strategy] = (ClosedBook(run.project), None)
-            one_time[strategy] = {}
-        elif strategy in ("finetune", "finetune+rag", "raft"):
-            from ragtune.evaluate.qa_finetune import train_generator, tuned_generator
-
-            kind = "raft" if strategy == "raft" else "finetune"
-            if kind not in tuned:
-                tuned[kind] = train_generator(run, data, compare, kind, progress=progress, echo=echo)
-            adapter, seconds = tuned[kind]
-            generator = tuned_generator(run.project, adapter)
-            if strategy == "finetune":
-                plan[strategy] = (ClosedBook(run.project, generator), None)
-            else:
-                rag = RAG(run.project, generator=generator)
-                rag._reranker = False
-                plan[strategy] = (rag, "hybrid")
-            one_time[strategy] = {"training_seconds": seconds,
-                                  **({"index_seconds": run.index_seconds} if strategy != "finetune" else {})}
-            models[strategy] = str(adapter)
-        elif strategy == "rag+reader":
-            rag, seconds, folder = _train_reader(run, data, compare, progress, echo)
-            plan[strategy] = (rag, "hybrid")
-            one_time[strategy] = {"index_seconds": run.index_seconds, "training_seconds": seconds}
-            records.setdefault("_reader_folder", {"folder": str(folder)})
+        try:
+            _plan_one(strategy, run, data, compare, plan, one_time, tuned, models, progress, echo)
+        except RagtuneError as exc:
+            echo(f"  {strategy} failed: {exc}")
+            records[strategy] = {**skipped(strategy, family, "qa", str(exc), description), "status": "failed"}
     answers, before = {}, {}
-    for strategy, (rag, mode) in plan.items():
+
+    def fail(strategy: str, exc: Exception) -> None:
+        echo(f"  {strategy} failed: {exc}")
+        family, description = STRATEGIES[strategy]
+        records[strategy] = {**skipped(strategy, family, "qa", str(exc), description), "status": "failed"}
+        plan.pop(strategy, None)
+
+    for strategy, (rag, mode) in list(plan.items()):
         echo(f"- {strategy}: {STRATEGIES[strategy][1]}")
-        answers[strategy] = run.answer_all(rag, data.test, mode, store_text=compare.store_text, label=strategy)
-        if data.update_questions:
-            before[strategy] = run.answer_all(rag, data.update_questions, mode, store_text=False, label="  before the update")
+        try:
+            answers[strategy] = run.answer_all(rag, data.test, mode, store_text=compare.store_text, label=strategy)
+            if data.update_questions:
+                before[strategy] = run.answer_all(rag, data.update_questions, mode, store_text=False,
+                                                  label="  before the update")
+        except RagtuneError as exc:
+            fail(strategy, exc)
     after, retrain_seconds = {}, {}
     if data.update_questions and plan:
         echo(f"  applying the update: {data.update_documents} over the copy, re-indexing")
         run.apply_update()
-        for strategy, (rag, mode) in plan.items():
-            if strategy == "finetune":  # closed-book knowledge lives in the weights: retrain on the new documents
-                from ragtune.evaluate.qa_finetune import train_generator, tuned_generator
+        for strategy, (rag, mode) in list(plan.items()):
+            try:
+                if strategy == "finetune":  # closed-book knowledge lives in the weights: retrain on the new documents
+                    from ragtune.evaluate.qa_finetune import train_generator, tuned_generator
 
-                adapter, retrain_seconds[strategy] = train_generator(run, data, compare, "finetune", progress=progress,
-                                                                     echo=echo, name="finetune-update")
-                rag = ClosedBook(run.project, tuned_generator(run.project, adapter))
-            after[strategy] = run.answer_all(rag, data.update_questions, mode, store_text=False, label=f"  {strategy} after")
-    reader_folder = records.pop("_reader_folder", {}).get("folder")
+                    adapter, retrain_seconds[strategy] = train_generator(run, data, compare, "finetune",
+                                                                         progress=progress, echo=echo, name="finetune-update")
+                    rag = ClosedBook(run.project, tuned_generator(run.project, adapter))
+                after[strategy] = run.answer_all(rag, data.update_questions, mode, store_text=False,
+                                                 label=f"  {strategy} after")
+            except RagtuneError as exc:
+                fail(strategy, exc)
+    reader_folder = models.get("rag+reader")
+    forgetting: dict[str, dict] = {}
     out = []
     for strategy in strategies:
         if strategy in records:
@@ -271,14 +279,19 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
                     "embedder": config.embedder.model_dump(), "retrieval": config.retrieval.model_dump(),
                     "rag": config.rag.model_dump(), **({"reader": reader_folder} if strategy == "rag+reader" else {}),
                     **({"epochs": compare.epochs, "reader_min_score": compare.reader_min_score} if strategy == "rag+reader" else {})}
-        record = base_record(strategy, family, "qa", description, split=data.split, config=settings, seed=compare.seed,
+        split = data.split if strategy != "finetune" and strategy != "finetune+rag" else (
+            "trained on the text of every document (test documents included: closed-book knowledge has to be in "
+            "the weights) and on the training questions; tested on the held-out documents' questions, never seen "
+            "in training")
+        record = base_record(strategy, family, "qa", description, split=split, config=settings, seed=compare.seed,
                              data=data.files, models={"embedder": config.embedder.model, "generator": config.generator.model})
         prices = compare.constraints
         tokens = {"in_mean": _mean(e["tokens_in"] for e in examples), "out_mean": _mean(e["tokens_out"] for e in examples)}
         seconds_mean = _mean(e["latency"].get("total", 0.0) for e in examples)
         record.update(primary_metric="accuracy", examples=[{k: v for k, v in e.items() if k != "latency"} | {"latency_ms": {
             s: round(t * 1000, 2) for s, t in e["latency"].items()}} for e in examples],
-                      metrics=quality(examples, compare.seed, config.rag.k),
+                      metrics=quality(examples, compare.seed, config.rag.k,
+                                      quotes=generator.name in ("extractive", "reader")),
                       latency_ms=latency_by_stage([e["latency"] for e in examples]), tokens=tokens,
                       cost_per_1k_queries=1000 * ((tokens["in_mean"] + tokens["out_mean"]) / 1000 * prices.price_per_1k_tokens
                                                   + seconds_mean / 3600 * prices.price_per_gpu_hour),
@@ -289,7 +302,11 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
         elif strategy in models:
             record["model_folder"] = models[strategy]
             if general:
-                record["forgetting"] = _forgetting(run.project, Path(models[strategy]), general, compare.seed, progress)
+                kind = "raft" if strategy == "raft" else "finetune"
+                if kind not in forgetting:
+                    echo(f"  forgetting: {general} closed-book, base vs {kind}")
+                    forgetting[kind] = _forgetting(run.project, tuned[kind][2], general, compare.seed)
+                record["forgetting"] = forgetting[kind]
         if strategy in before:
             record["freshness"] = _freshness(before[strategy], after.get(strategy, []), data,
                                              retrain_seconds.get(strategy, run.update_seconds), strategy, compare.seed)
@@ -319,18 +336,51 @@ def general_questions(path: Path) -> list[dict]:
     return rows
 
 
-def _forgetting(project, adapter: Path, general: Path, seed: int, progress: bool) -> dict:
+def _forgetting(project, tuned, general: Path, seed: int) -> dict:
     """Closed-book accuracy on the general set: the base generator vs the tuned one."""
-    from ragtune.evaluate.qa_finetune import tuned_generator
-
     rows = general_questions(general)
 
     def accuracy(book: ClosedBook) -> dict:
         return metric([score(row, book.ask(row["question"]))["accuracy"] for row in rows], seed)
 
     return {"set": str(general), "metric": "accuracy (closed-book)", "before": accuracy(ClosedBook(project)),
-            "after": accuracy(ClosedBook(project, tuned_generator(project, adapter))),
+            "after": accuracy(ClosedBook(project, tuned)),
             "note": "the base generator vs the LoRA-tuned one, both without sources"}
+
+
+def _plan_one(strategy, run, data, compare, plan, one_time, tuned, models, progress, echo) -> None:
+    """Build what `strategy` answers with (training it if it learns) into plan[strategy]."""
+    from ragtune.rag import RAG
+
+    if strategy.startswith("rag-"):
+        mode = strategy.split("-")[1].split("+")[0]
+        plan[strategy] = (RAG(run.project) if "+rerank" in strategy else _no_rerank(run.project), mode)
+        one_time[strategy] = {"index_seconds": run.index_seconds}
+    elif strategy == "closed-book":
+        plan[strategy] = (ClosedBook(run.project), None)
+        one_time[strategy] = {}
+    elif strategy in ("finetune", "finetune+rag", "raft"):
+        from ragtune.evaluate.qa_finetune import train_generator, tuned_generator
+
+        kind = "raft" if strategy == "raft" else "finetune"
+        if kind not in tuned:  # one adapter (and one loaded model) serves finetune and finetune+rag
+            adapter, seconds = train_generator(run, data, compare, kind, progress=progress, echo=echo)
+            tuned[kind] = (adapter, seconds, tuned_generator(run.project, adapter))
+        adapter, seconds, generator = tuned[kind]
+        if strategy == "finetune":
+            plan[strategy] = (ClosedBook(run.project, generator), None)
+        else:
+            rag = RAG(run.project, generator=generator)
+            rag._reranker = False
+            plan[strategy] = (rag, "hybrid")
+        one_time[strategy] = {"training_seconds": seconds,
+                              **({"index_seconds": run.index_seconds} if strategy != "finetune" else {})}
+        models[strategy] = str(adapter)
+    elif strategy == "rag+reader":
+        rag, seconds, folder = _train_reader(run, data, compare, progress, echo)
+        plan[strategy] = (rag, "hybrid")
+        one_time[strategy] = {"index_seconds": run.index_seconds, "training_seconds": seconds}
+        models[strategy] = str(folder)
 
 
 def _freshness(before: list[dict], after: list[dict], data: QAData, seconds: float | None, strategy: str, seed: int) -> dict:
@@ -345,7 +395,7 @@ def _freshness(before: list[dict], after: list[dict], data: QAData, seconds: flo
             "f1_before": metric([e["f1"] for e in before], seed),
             "f1_after": metric([e["f1"] for e in after], seed) if after else None,
             "stale_answers_before": len(stale),
-            "examples": [{"id": b["id"], "gold": b["gold"], "before": b["prediction"], "after": a["prediction"]}
+            "examples": [{"id": b["id"], "before": b["prediction"], "after": a["prediction"]}
                          for b, a in zip(before, after)]}
 
 
@@ -426,6 +476,7 @@ def _train_reader(run: QARun, data: QAData, compare, progress: bool, echo):
 
     train_rows, validation_rows = _reader_rows(data, data.train), _reader_rows(data, data.validation)
     folder = run.results / "models" / "reader"
+    shutil.rmtree(folder, ignore_errors=True)  # a new comparison trains from scratch, never resumes an old run
     base = compare.reader_model or run.project.config.embedder.model
     echo(f"  training the reader from {base} on {len(train_rows)} questions ({compare.epochs:g} epochs)")
     options = TrainOptions(output_dir=str(folder), epochs=compare.epochs, learning_rate=compare.reader_learning_rate,

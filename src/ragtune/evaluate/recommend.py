@@ -74,7 +74,8 @@ def eligibility(summary: dict, constraints: dict) -> str | None:
 
 
 def paired_test(a: dict, b: dict, metric_key: str, seed: int = 0) -> dict | None:
-    """Paired bootstrap of per-example scores on the examples both records hold."""
+    """Paired bootstrap of per-example scores (each record's primary metric per example, `score`)
+    on the examples both records hold."""
     scores_a = {e["id"]: e["score"] for e in a.get("examples", []) if e.get("score") is not None}
     scores_b = {e["id"]: e["score"] for e in b.get("examples", []) if e.get("score") is not None}
     common = sorted(scores_a.keys() & scores_b.keys())
@@ -148,7 +149,10 @@ def _verdict(best: dict, other: dict, test: dict | None, primary: str, constrain
         difference, low, high = sign * test["difference"], *sorted((sign * low, sign * high))
         claims.append(f"paired difference {name} - {rival}: {difference:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}], "
                       f"p = {test['p_value']:.3g} on {test['n']} examples")
-    if why == "quality":
+    if test is None:
+        text = (f"Use {name}. It scores {primary} {_mean(best, primary):.3f} vs {_mean(other, primary):.3f} for {rival}; "
+                "they share no test examples, so no paired test could check the difference.")
+    elif why == "quality":
         text = (f"Use {name}. It scores {primary} {_mean(best, primary):.3f} vs {_mean(other, primary):.3f} for {rival}, "
                 f"a significant difference (95% CI of the paired difference excludes 0).")
     else:

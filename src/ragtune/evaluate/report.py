@@ -640,6 +640,10 @@ def _strategy_details(index: int, name: str, s: dict) -> str:
                        ("Result file", "result_file")):
         if s.get(key):
             parts.append(f'<p><b>{label}:</b> {escape(_text(s[key]))}</p>')
+    if s.get("answer_kind") == "quote":
+        parts.append("<p><b>Answers are quotes</b> copied from the retrieved sources (extractive), so faithfulness "
+                     "is not scored: a quote is supported by construction. <i>verbatim</i> is the share of answers "
+                     "found word for word in a cited source.</p>")
     if metrics := _dict(s.get("metrics")):
         parts.append('<h3>Metrics</h3><table><tr><th>metric</th><th class="num">mean</th><th class="num">95% CI</th>'
                      '<th class="num">n</th></tr>')

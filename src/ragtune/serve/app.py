@@ -237,29 +237,33 @@ def create_app(project, settings: ServerConfig | None = None, keys: KeyStore | N
         return Deleted(deleted=doc_id)
 
     # --- comparison reports -------------------------------------------------------------------
-    def report_files() -> dict[str, Path]:
+    def report_files(key: ApiKey) -> dict[str, Path]:
+        if not key.write:  # reports quote questions and answers from every compared document, whatever their groups
+            raise ApiError(403, "comparison reports quote every compared document: they need a key with the write "
+                                "scope (ragtune keys create --write)", "permission_error")
         folder = service.reports_dir()
         if not folder.is_dir():
             return {}
         return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in (".json", ".html")}
 
-    @app.get("/reports", response_model=ReportList, responses=error_responses(404), tags=["reports"])
+    @app.get("/reports", response_model=ReportList, responses=error_responses(403, 404), tags=["reports"])
     async def list_reports(key: ApiKey = Depends(current_key)):
-        """Comparison reports written by `ragtune compare` (in <project>/reports)."""
-        files = report_files()
+        """The files of the last `ragtune compare` (report.html, comparison.json, <strategy>.json in
+        <project>/results); write-scope keys only."""
+        files = report_files(key)
         if not files:
             raise ApiError(404, "no reports yet: run `ragtune compare` to measure strategies side by side",
                            "not_found_error")
         return ReportList(reports=[ReportInfo(id=name, format=p.suffix[1:], bytes=p.stat().st_size,
                                               modified=p.stat().st_mtime) for name, p in files.items()])
 
-    @app.get("/reports/{report_id}", responses={**error_responses(404), 200: {
+    @app.get("/reports/{report_id}", responses={**error_responses(403, 404), 200: {
         "description": "The report: JSON, or HTML served with a sandboxing Content-Security-Policy.",
         "content": {"application/json": {"schema": {"type": "object"}}, "text/html": {"schema": {"type": "string"}}}}},
         tags=["reports"])
     async def get_report(report_id: str, key: ApiKey = Depends(current_key)):
         """One report by its id from /reports."""
-        path = report_files().get(report_id)
+        path = report_files(key).get(report_id)
         if path is None:
             raise ApiError(404, f"no report '{report_id}'; see /reports", "not_found_error")
         if path.suffix == ".html":

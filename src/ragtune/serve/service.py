@@ -192,7 +192,7 @@ class Service:
         if getattr(self, "_classifier", None) is None:
             from ragtune.evaluate.classify_models import load_classify_model
 
-            self._classifier = load_classify_model(self.project.folder / adopted, self.embedder.embed)
+            self._classifier = load_classify_model(self.project.folder / adopted, self.embedder)
         return self._classifier
 
     def reports_dir(self) -> Path:
