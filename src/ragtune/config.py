@@ -169,9 +169,11 @@ class CompareConfig(_Section):
     learning_rate: float = Field(1e-4, gt=0, description="Learning rate of the fine-tuned classifier (on the demo's 380 reviews: validation accuracy 0.975 with 1e-4 x 6 epochs vs 0.850 with 5e-5 x 4).")
     generator_learning_rate: float = Field(2e-4, gt=0, description="qa, generator.backend hf: LoRA learning rate of the finetune and raft strategies.")
     generator_max_length: int | None = Field(None, ge=64, description="qa, generator.backend hf: longest training example in tokens (finetune, raft); default: the generator's context window, at most 2048.")
+    synth_per_fact: int = Field(2, ge=0, le=5, description="qa, finetune: phrasings per fact of the cloze questions made from every document (`ragtune data synth`) added to its training data; 0 = none.")
+    synth_max_facts: int | None = Field(400, ge=1, description="qa, finetune: most facts taken for those questions (a seeded sample).")
     reader_model: str | None = Field(None, description="qa: encoder (or question-answering model) the rag+reader strategy fine-tunes (default: embedder.model).")
     reader_learning_rate: float = Field(1e-4, gt=0, description="qa: learning rate of the reader (its span head starts from scratch).")
-    reader_min_score: float = Field(0.2, ge=0, le=1, description="qa: the reader abstains when its best span's probability is below this.")
+    reader_min_score: float | None = Field(None, ge=0, le=1, description="qa: the reader abstains when its best span's probability is below this; null = calibrated on the validation questions (best accuracy).")
     store_text: bool = Field(True, description="Keep each example's input text in results (false for public datasets: ids and predictions only).")
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
 

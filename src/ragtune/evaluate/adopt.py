@@ -40,7 +40,7 @@ def adoption(comparison: dict, project_folder: Path, rerank_configured: bool = F
         return {"rag.mode": best.split("-")[1].split("+")[0], **no_rerank}
     if best == "rag+reader":
         return {"rag.mode": "hybrid", "generator.backend": "reader", "generator.model": relative(summary["model_folder"]),
-                "generator.min_score": summary["config"].get("reader_min_score", 0.2), **no_rerank}
+                "generator.min_score": _or(summary["config"].get("reader_min_score"), 0.35), **no_rerank}
     if best in ("finetune+rag", "raft"):
         return {"rag.mode": "hybrid", "generator.adapter": relative(summary["model_folder"]), **no_rerank}
     raise ConfigError(f"cannot adopt {best}: it answers without retrieval, and `ragtune ask`/`serve` always retrieve. "
@@ -121,3 +121,7 @@ def _set_one(text: str, keys: list[str], value: str) -> str:
             lines[-1] += "\n"
         return "".join(lines) + "".join(block)
     return "".join(lines[:parent_line + 1] + block + lines[parent_line + 1:])
+
+
+def _or(value, default):
+    return default if value is None else value

@@ -231,12 +231,20 @@ def load_qa(config, folder: Path) -> QAData:
     rest = shuffled[n_test:]
     n_validation = round(len(rest) * config.validation_share) if len(rest) > 2 else 0
     validation_docs = set(rest[:n_validation])
-    test = [r for r in questions if not r["answerable"] or r["source"] in test_docs]
-    validation = [r for r in questions if r["answerable"] and r["source"] in validation_docs]
+    unanswerable = [r["id"] for r in questions if not r["answerable"]]
+    rng.shuffle(unanswerable)
+    # A fifth of the unanswerable questions validate too (when there is validation), so a threshold
+    # for abstaining can be calibrated on held-out data; the rest are tested.
+    validation_unanswerable = set(unanswerable[:round(len(unanswerable) * 0.2)] if validation_docs else [])
+    test = [r for r in questions if (not r["answerable"] and r["id"] not in validation_unanswerable)
+            or r["source"] in test_docs]
+    validation = [r for r in questions if (r["answerable"] and r["source"] in validation_docs)
+                  or r["id"] in validation_unanswerable]
     train = [r for r in questions if r["answerable"] and r["source"] not in test_docs | validation_docs]
     split = (f"by source document: test = questions about {len(test_docs)} held-out documents + "
-             f"{sum(not r['answerable'] for r in questions)} unanswerable ({len(test)}); training "
-             f"{len(train)} questions on {len(rest) - n_validation} other documents, validation {len(validation)}")
+             f"{sum(not r['answerable'] for r in test)} unanswerable ({len(test)}); training "
+             f"{len(train)} questions on {len(rest) - n_validation} other documents; validation {len(validation)} "
+             f"({len(validation_unanswerable)} unanswerable)")
     files = {"documents": fingerprint(documents), "eval": fingerprint(questions_path, len(questions))}
     data = QAData(documents, train, validation, test, split, files)
     update_docs = _resolve(folder, config.update.documents, "update.documents", required=False, is_dir=True)

@@ -3,8 +3,10 @@ LoRA through `ragtune.train.sft`:
 
 - `finetune`: closed-book. Knowledge injection as Ovadia et al. (2023) set it up: the model is
   tuned on the text of **every** document (so the facts behind the test questions are in its
-  training data) and on the training questions with their answers (other documents' questions,
-  which teach it the answer format); it is then asked the held-out questions without sources.
+  training data), on cloze questions about every fact in several phrasings (`compare.synth_per_fact`,
+  made by `ragtune data synth`), and on the training questions with their answers (other documents'
+  questions, which teach it the answer format); it is then asked the held-out questions, phrasings
+  it never saw, without sources.
 - `finetune+rag`: the same adapter, answering from retrieved sources.
 - `raft`: RAFT (Zhang et al., 2024): each training question comes with the RAG prompt the model will
   see, its source chunk plus distractor chunks from other documents (for 20% of questions the source
@@ -43,6 +45,18 @@ def _document_rows(run, max_chars: int = 1500) -> list[dict]:
                                                                       f"\"{document.title or path.name}\" says."},
                                           {"role": "assistant", "content": text[start:start + max_chars]}]})
     return rows
+
+
+def _synth_rows(run, compare) -> list[dict]:
+    """Cloze questions about every fact of every document (Ovadia et al.: fine-tuning absorbs a fact
+    when it sees it phrased several ways); the test questions themselves are never among them."""
+    from ragtune.train.synth import synthesize
+
+    if not compare.synth_per_fact:
+        return []
+    rows = synthesize([run.docs], method="cloze", per_fact=compare.synth_per_fact, max_facts=compare.synth_max_facts,
+                      seed=compare.seed, progress=False)
+    return _qa_rows([{"question": r["question"], "answer": r["answer"]} for r in rows])
 
 
 def _qa_rows(questions: list[dict]) -> list[dict]:
@@ -85,7 +99,7 @@ def train_generator(run, data: QAData, compare, kind: str, *, progress: bool, ec
     config = run.project.config
     generator = create("generator", "hf", config.generator)
     if kind == "finetune":
-        rows = _document_rows(run) + _qa_rows(data.train)
+        rows = _document_rows(run) + _synth_rows(run, compare) + _qa_rows(data.train)
     else:
         rows = _raft_rows(run, data.train, generator, config.rag, compare.seed)
     max_length = compare.generator_max_length or min(generator.context_window, 2048)

@@ -278,11 +278,12 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
         settings = {"strategy": strategy, "mode": plan[strategy][1], "k": config.rag.k, "generator": generator.name,
                     "embedder": config.embedder.model_dump(), "retrieval": config.retrieval.model_dump(),
                     "rag": config.rag.model_dump(), **({"reader": reader_folder} if strategy == "rag+reader" else {}),
-                    **({"epochs": compare.epochs, "reader_min_score": compare.reader_min_score} if strategy == "rag+reader" else {})}
+                    **({"epochs": compare.epochs, "reader_min_score": getattr(run, "reader_min_score", None),
+                       "reader_calibration": getattr(run, "reader_calibration", None)} if strategy == "rag+reader" else {})}
         split = data.split if strategy != "finetune" and strategy != "finetune+rag" else (
             "trained on the text of every document (test documents included: closed-book knowledge has to be in "
-            "the weights) and on the training questions; tested on the held-out documents' questions, never seen "
-            "in training")
+            "the weights), cloze questions about their facts and the training questions; tested on the held-out "
+            "documents' questions, phrasings never seen in training")
         record = base_record(strategy, family, "qa", description, split=split, config=settings, seed=compare.seed,
                              data=data.files, models={"embedder": config.embedder.model, "generator": config.generator.model})
         prices = compare.constraints
@@ -474,7 +475,8 @@ def _train_reader(run: QARun, data: QAData, compare, progress: bool, echo):
     from ragtune.train.common import TrainOptions
     from ragtune.train.reader import train_reader
 
-    train_rows, validation_rows = _reader_rows(data, data.train), _reader_rows(data, data.validation)
+    answerable_validation = [r for r in data.validation if r["answerable"]]
+    train_rows, validation_rows = _reader_rows(data, data.train), _reader_rows(data, answerable_validation)
     folder = run.results / "models" / "reader"
     shutil.rmtree(folder, ignore_errors=True)  # a new comparison trains from scratch, never resumes an old run
     base = compare.reader_model or run.project.config.embedder.model
@@ -485,9 +487,38 @@ def _train_reader(run: QARun, data: QAData, compare, progress: bool, echo):
     started = time.perf_counter()
     train_reader(train_rows, validation_rows or None, model=base, options=options, max_length=window,
                  stride=window * 3 // 8, progress=progress)
-    seconds = time.perf_counter() - started
-    generator_config = GeneratorConfig(backend="reader", model=str(folder), min_score=compare.reader_min_score)
-    generator = create("generator", "reader", generator_config, embedder=run.project.embedder)
+    generator = create("generator", "reader", GeneratorConfig(backend="reader", model=str(folder), min_score=0.0),
+                       embedder=run.project.embedder)
     rag = RAG(run.project, generator=generator)
     rag._reranker = False
+    threshold = compare.reader_min_score
+    if threshold is None:
+        threshold, table = calibrate_reader(rag, data.validation)
+        run.reader_calibration = table
+        echo(f"  reader abstention threshold {threshold:g}, calibrated on {len(data.validation)} validation questions")
+    generator.config = generator.config.model_copy(update={"min_score": threshold})
+    run.reader_min_score = threshold
+    seconds = time.perf_counter() - started
     return rag, seconds, folder
+
+
+THRESHOLDS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def calibrate_reader(rag, questions: list[dict]) -> tuple[float, dict]:
+    """The reader's abstention threshold with the best accuracy on `questions` (validation: answer
+    contains the gold when the span's probability reaches the threshold; an unanswerable question
+    is right when it does not). Ties go to the lower threshold. Returns it and accuracy per threshold."""
+    if not questions:
+        return 0.0, {}
+    outcomes = []  # (confidence, right when answered, answerable)
+    for row in questions:
+        hits = rag.project.search(row["question"], mode="hybrid", k=rag.config.rag.k)
+        generation = rag.generator.generate(rag.prompt(row["question"], hits))
+        text = strip_citations(generation.text)
+        right = row["answerable"] and any(normalize_answer(g) in normalize_answer(text) for g in row.get("answers") or [row["answer"]])
+        outcomes.append((generation.confidence or 0.0, right, row["answerable"]))
+    table = {t: sum((conf >= t and right) if answerable else conf < t for conf, right, answerable in outcomes) / len(outcomes)
+             for t in THRESHOLDS}
+    best = max(THRESHOLDS, key=lambda t: (table[t], -t))
+    return best, table

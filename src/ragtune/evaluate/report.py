@@ -221,7 +221,11 @@ def summary_table(comparison: dict) -> Table:
     others = others[:2]
     recommended = _recommended(comparison)
     notes = [_tie_sentence(comparison) or ""]
-    notes += [f"skipped {name}: {_text(s.get('reason'))}" for name, s in strategies if not _is_ok(s)]
+    reasons: dict[str, list[str]] = {}
+    for name, s in strategies:
+        if not _is_ok(s):
+            reasons.setdefault(f"{_text(s.get('status') or 'skipped')}: {_text(s.get('reason'))}", []).append(name)
+    notes += [f"{', '.join(names)} {reason.split(':', 1)[0]}:{reason.split(':', 1)[1]}" for reason, names in reasons.items()]
     table = Table(title=Text(f"ragtune compare: {_task(comparison)}"), header_style="bold",
                   caption=Text("\n".join(n for n in notes if n), justify="left"))
     table.add_column("strategy", no_wrap=True)
@@ -239,7 +243,7 @@ def summary_table(comparison: dict) -> Table:
         scores, one_time = _dict(strategy.get("metrics")), _dict(strategy.get("one_time"))
         freshness = _dict(strategy.get("freshness"))
         fresh = DASH if not freshness else (
-            f"{fmt_seconds(freshness.get('absorb_seconds'))}, {fmt_metric(_interval(freshness.get('before'))[0])} → "
+            f"{fmt_seconds(freshness.get('absorb_seconds'))} s: {fmt_metric(_interval(freshness.get('before'))[0])} → "
             f"{fmt_metric(_interval(freshness.get('after'))[0])}")
         build = one_time.get("training_seconds") if one_time.get("training_seconds") is not None else one_time.get("index_seconds")
         table.add_row(label, Text(fmt_interval(scores.get(primary))), vs_best(comparison, name),

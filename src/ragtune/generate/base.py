@@ -37,6 +37,7 @@ class Generation:
     quotes: list[tuple[int, str]] = field(default_factory=list)  # ([n], exact span quoted), extractive
     abstained: bool = False  # the generator itself found no answer in the sources
     finish_reason: str | None = None  # 'stop', 'length', ...
+    confidence: float | None = None  # the generator's own score of its best answer (reader: span probability)
 
 
 @runtime_checkable

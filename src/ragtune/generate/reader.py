@@ -99,13 +99,14 @@ class ReaderGenerator:
                            max_length=self.settings["max_length"], stride=self.settings["stride"])
         spans = [s for s in spans if texts[s.context][s.start:s.end].strip()]
         if not spans or spans[0].probability < self.config.min_score:
-            return Generation(ABSTAIN_TEXT, abstained=True, finish_reason="stop")
+            return Generation(ABSTAIN_TEXT, abstained=True, finish_reason="stop",
+                              confidence=spans[0].probability if spans else None)
         best = spans[0]
         source = texts[best.context]
         n = best.context + 1
         answer = " ".join(source[best.start:best.end].split())
         return Generation(f"{answer} [{n}]", usage=Usage(0, 0), quotes=[(n, quote_around(source, best.start, best.end))],
-                          finish_reason="stop")
+                          finish_reason="stop", confidence=best.probability)
 
     def stream(self, prompt: Prompt) -> Iterator[Union[str, Generation]]:
         return stream_from_generate(self, prompt)
