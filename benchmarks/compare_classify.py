@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     name = f"compare-{args.task}" + (f"-fresh-{args.fresh.lower()}" if args.fresh else "")
     out = RESULTS_DIR / name
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(args.workdir / "results", out, ignore=shutil.ignore_patterns("models", "work", "*.tmp"))
+    shutil.copytree(args.workdir / "results", out, ignore=shutil.ignore_patterns("models", ".compare-work", "*.tmp"))
     (out / "run.json").write_text(json.dumps({**header(argv, vars(args)), "rows": prepared["rows"],
                                               "dataset": prepared["fingerprint"], "seconds": seconds}, indent=1,
                                              default=str), encoding="utf-8")

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - started
     out = RESULTS_DIR / "compare-squad"
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(args.workdir / "results", out, ignore=shutil.ignore_patterns("models", "work", "*.tmp"))
+    shutil.copytree(args.workdir / "results", out, ignore=shutil.ignore_patterns("models", ".compare-work", "*.tmp"))
     (out / "run.json").write_text(json.dumps({**header(argv, vars(args)), **prepared, "seconds": seconds}, indent=1,
                                              default=str), encoding="utf-8")
     for s in comparison["strategies"]:
