@@ -73,7 +73,7 @@ def test_classify_compare_runs_every_strategy_on_the_same_test_examples(classify
         accuracy = record["metrics"]["accuracy"]
         assert accuracy["ci95"][0] <= accuracy["mean"] <= accuracy["ci95"][1]
         assert accuracy["mean"] == pytest.approx(sum(e["prediction"] == e["gold"] for e in record["examples"]) / 24)
-        assert record["latency_ms"]["total"]["p50"] > 0
+        assert record["latency_ms"]["total"]["p50"] > 0 and {"embed", "score"} <= record["latency_ms"].keys()
         assert record["versions"]["ragtune"] and record["data"]["train"]["sha256"]
         fresh = record["freshness"]
         assert fresh["before"]["n"] == fresh["after"]["n"] == 12
@@ -168,6 +168,7 @@ compare:
   eval: ../questions.jsonl
   epochs: 1
   test_share: 0.4
+  k_values: [2]
   update: {{documents: {DEMO / 'update' / 'docs'}, eval: {DEMO / 'update' / 'questions.jsonl'}}}
 """)
     comparison = run_compare(project, progress=False, echo=lambda m: None)
@@ -179,7 +180,9 @@ def test_qa_compare_scores_rag_variants_and_the_reader_and_skips_what_is_missing
     project, comparison, questions = qa_run
     records = {r["strategy"]: r for r in read_results(project.folder / "results")}
     ran = {name for name, r in records.items() if r["status"] == "ok"}
-    assert ran == {"rag-bm25", "rag-dense", "rag-hybrid", "rag+reader"}
+    assert ran == {"rag-bm25", "rag-dense", "rag-hybrid", "rag-hybrid@k2", "rag+reader"}
+    assert records["rag-hybrid@k2"]["config"]["k"] == 2 and "recall_at_2" in records["rag-hybrid@k2"]["metrics"]
+    assert records["rag-hybrid"]["config"]["k"] == 5 and "recall_at_5" in records["rag-hybrid"]["metrics"]
     assert "generative model" in records["closed-book"]["reason"]
     assert "rag.rerank.model" in records["rag-hybrid+rerank"]["reason"]
     by_id = {q["id"]: q for q in questions}

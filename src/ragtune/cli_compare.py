@@ -37,7 +37,7 @@ def compare_command(
     project = _project()
     if list_only:
         task = project.config.compare.task or "qa"
-        for name, (family, description) in strategies_of(task).items():
+        for name, (family, description) in strategies_of(task, project.config.compare).items():
             typer.echo(f"{name:22} {family:13} {description}")
         return
     chosen = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None

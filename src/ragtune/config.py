@@ -160,6 +160,7 @@ class CompareConfig(_Section):
     general: str | None = Field(None, description="General-ability set for forgetting: query/positive pairs (the encoder's retrieval MRR@10 before and after fine-tuning).")
     update: CompareUpdateConfig = Field(default_factory=CompareUpdateConfig)
     strategies: list[str] = Field(default_factory=list, description="Strategies to run (empty = every strategy of the task; `ragtune compare --list` names them).")
+    k_values: list[int] = Field(default_factory=list, description="qa: also run rag-hybrid with each of these numbers of sources, as strategies rag-hybrid@k<N> (rag.k is the default variants' k).")
     test_share: float = Field(0.3, gt=0, lt=1, description="Share held out for testing: classify examples, or qa source documents (questions follow their document).")
     validation_share: float = Field(0.1, ge=0, lt=1, description="Share of the training part kept for validation (early stopping, best checkpoint).")
     seed: int = Field(0, description="Seed of the splits, training and bootstrap.")

@@ -25,6 +25,7 @@ compare:
   update:
     documents: {update_docs}
     eval: {update_qa}
+  k_values: [3, 10]          # rag-hybrid with 3 and 10 sources, beside rag.k (5)
   constraints:
     latency_budget_ms: 1000
     updates_per_month: 4

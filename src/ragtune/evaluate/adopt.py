@@ -4,7 +4,7 @@ comments and layout survive.
 
 | adopted                     | settings written                                                   |
 |-----------------------------|--------------------------------------------------------------------|
-| qa `rag-bm25/dense/hybrid`  | rag.mode                                                           |
+| qa `rag-bm25/dense/hybrid`  | rag.mode (and rag.k for a rag-hybrid@k<N> variant)                 |
 | qa `rag-hybrid+rerank`      | rag.mode: hybrid (rag.rerank.model is already set)                 |
 | qa `rag+reader`             | rag.mode: hybrid, generator.backend: reader, generator.model       |
 | qa `finetune+rag`, `raft`   | rag.mode: hybrid, generator.adapter (the trained LoRA adapter)     |
@@ -37,7 +37,10 @@ def adoption(comparison: dict, project_folder: Path, rerank_configured: bool = F
     if comparison["task"] == "classify":
         return {"classify.strategy": best, "classify.model": relative(summary["model_folder"])}
     if best.startswith("rag-"):
-        return {"rag.mode": best.split("-")[1].split("+")[0], **no_rerank}
+        from ragtune.evaluate.qa_run import rag_variant
+
+        mode, k = rag_variant(best)
+        return {"rag.mode": mode, **({"rag.k": k} if k else {}), **no_rerank}
     if best == "rag+reader":
         return {"rag.mode": "hybrid", "generator.backend": "reader", "generator.model": relative(summary["model_folder"]),
                 "generator.min_score": _or(summary["config"].get("reader_min_score"), 0.35), **no_rerank}

@@ -136,17 +136,29 @@ class ClassifyRun:
         return ClassifyModel(strategy, classifier.labels, classifier=classifier), "retrain on old + new examples"
 
 
-def _latencies(model: ClassifyModel, texts: list[str], embed: Callable[[list[str]], np.ndarray]) -> list[float]:
-    """Seconds to classify one text at a time (the serving path: the text is embedded, never taken
-    from the run's cache), on a sample of the test texts."""
-    cached, model.embed = model.embed, embed
+def _latencies(model: ClassifyModel, texts: list[str], embed: Callable[[list[str]], np.ndarray]) -> list[dict]:
+    """Per-text timings, one text at a time (the serving path: the text is embedded, never taken
+    from the run's cache), on a sample of the test texts: `embed` (the project embedder), `score`
+    (everything else: the classifier's forward pass, the kNN vote, the regression) and `total`."""
+    spent = {"embed": 0.0}
+
+    def timed_embed(batch: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return embed(batch)
+        finally:
+            spent["embed"] += time.perf_counter() - started
+
+    cached, model.embed = model.embed, timed_embed
     try:
         model.predict(texts[:2])  # warm-up: first calls load weights and allocate
         out = []
         for text in texts[:LATENCY_SAMPLE]:
+            spent["embed"] = 0.0
             started = time.perf_counter()
             model.predict([text])
-            out.append(time.perf_counter() - started)
+            total = time.perf_counter() - started
+            out.append({"embed": spent["embed"], "score": total - spent["embed"], "total": total})
     finally:
         model.embed = cached
     return out
@@ -225,7 +237,7 @@ def _run_one(run: ClassifyRun, strategy: str, family: str, description: str) -> 
     data, compare, embedder_config, results = run.data, run.compare, run.embedder_config, run.work
     model, one_time = run.build(strategy, data.train, data.labels, "main")
     examples = _scored(model, data.test, compare.store_text)
-    timings = [{"total": s} for s in _latencies(model, [r["text"] for r in data.test], run.embed_uncached)]
+    timings = _latencies(model, [r["text"] for r in data.test], run.embed_uncached)
     config = {"strategy": strategy, "embedder": embedder_config.model_dump(), "knn_k": compare.knn_k,
               **({"epochs": compare.epochs, "learning_rate": compare.learning_rate, "batch_size": 16}
                  if strategy.startswith("finetune") else {})}

@@ -22,16 +22,19 @@ SCHEMA = "ragtune.comparison/1"
 MAX_DISAGREEMENTS = 60
 
 
-def strategies_of(task: str) -> dict[str, tuple[str, str]]:
+def strategies_of(task: str, compare=None) -> dict[str, tuple[str, str]]:
+    """Strategy name -> (family, description) for the task (qa: with compare.k_values' variants)."""
     if task == "classify":
         from ragtune.evaluate.classify_run import STRATEGIES
-    else:
-        from ragtune.evaluate.qa_run import STRATEGIES
-    return STRATEGIES
+
+        return STRATEGIES
+    from ragtune.evaluate.qa_run import qa_strategies
+
+    return qa_strategies(compare)
 
 
-def _chosen(task: str, requested: list[str]) -> list[str]:
-    known = strategies_of(task)
+def _chosen(task: str, requested: list[str], compare=None) -> list[str]:
+    known = strategies_of(task, compare)
     unknown = [s for s in requested if s not in known]
     if unknown:
         raise ConfigError(f"compare.strategies: unknown {task} strateg{'y' if len(unknown) == 1 else 'ies'} "
@@ -50,7 +53,7 @@ def run_compare(project, strategies: list[str] | None = None, *, progress: bool 
     if compare.task is None:
         raise ConfigError(f"{project.folder / 'ragtune.yaml'}: compare.task is not set: add a `compare:` section "
                           "with task: qa (and documents, eval) or task: classify (and train); see `ragtune compare --help`")
-    names = _chosen(compare.task, strategies or compare.strategies)
+    names = _chosen(compare.task, strategies or compare.strategies, compare)
     results = results_folder(project)
     general = (project.folder / Path(compare.general).expanduser()) if compare.general else None
     if general is not None and not general.is_file():

@@ -43,6 +43,13 @@ STRATEGIES = {
     "raft": ("hybrid", "RAFT: a generator tuned on question + right chunk + distractors, with retrieval"),
 }
 GENERATIVE = ("hf", "openai")
+
+
+def qa_strategies(compare=None) -> dict[str, tuple[str, str]]:
+    """STRATEGIES plus a rag-hybrid@k<N> variant for each of compare.k_values."""
+    extra = {f"rag-hybrid@k{k}": ("rag", f"hybrid retrieval, {k} sources + the generator")
+             for k in (compare.k_values if compare is not None else [])}
+    return {**STRATEGIES, **extra}
 DOCS = "docs"  # the private copy's folder name: document ids are docs/<path>
 WORK = ".compare-work"  # under the results folder
 _MARKERS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
@@ -212,6 +219,7 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
     from ragtune.rag import RAG
 
     config = project.config
+    known = qa_strategies(compare)
     echo(f"  indexing {data.documents} (a private copy in {results / WORK}, embedded store)")
     run = QARun(data, project, results, echo, progress)
     plan: dict[str, tuple[object, str | None]] = {}  # strategy -> (RAG, retrieval mode)
@@ -222,7 +230,7 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
     from ragtune.errors import RagtuneError
 
     for strategy in strategies:
-        family, description = STRATEGIES[strategy]
+        family, description = known[strategy]
         reason = _skip_reason(strategy, config, compare)
         if reason:
             records[strategy] = skipped(strategy, family, "qa", reason, description)
@@ -236,12 +244,12 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
 
     def fail(strategy: str, exc: Exception) -> None:
         echo(f"  {strategy} failed: {exc}")
-        family, description = STRATEGIES[strategy]
+        family, description = known[strategy]
         records[strategy] = {**skipped(strategy, family, "qa", str(exc), description), "status": "failed"}
         plan.pop(strategy, None)
 
     for strategy, (rag, mode) in list(plan.items()):
-        echo(f"- {strategy}: {STRATEGIES[strategy][1]}")
+        echo(f"- {strategy}: {known[strategy][1]}")
         try:
             answers[strategy] = run.answer_all(rag, data.test, mode, store_text=compare.store_text, label=strategy)
             if data.update_questions:
@@ -272,10 +280,11 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
         if strategy in records:
             out.append(records[strategy])
             continue
-        family, description = STRATEGIES[strategy]
+        family, description = known[strategy]
         examples = answers[strategy]
         generator = plan[strategy][0].generator
-        settings = {"strategy": strategy, "mode": plan[strategy][1], "k": config.rag.k, "generator": generator.name,
+        settings = {"strategy": strategy, "mode": plan[strategy][1],
+                    "k": getattr(plan[strategy][0], "k", None) or config.rag.k, "generator": generator.name,
                     "embedder": config.embedder.model_dump(), "retrieval": config.retrieval.model_dump(),
                     "rag": config.rag.model_dump(), **({"reader": reader_folder} if strategy == "rag+reader" else {}),
                     **({"epochs": compare.epochs, "reader_min_score": getattr(run, "reader_min_score", None),
@@ -291,7 +300,7 @@ def run_qa(data: QAData, project, compare, results: Path, strategies: list[str],
         seconds_mean = _mean(e["latency"].get("total", 0.0) for e in examples)
         record.update(primary_metric="accuracy", examples=[{k: v for k, v in e.items() if k != "latency"} | {"latency_ms": {
             s: round(t * 1000, 2) for s, t in e["latency"].items()}} for e in examples],
-                      metrics=quality(examples, compare.seed, config.rag.k,
+                      metrics=quality(examples, compare.seed, settings["k"],
                                       quotes=generator.name in ("extractive", "reader")),
                       latency_ms=latency_by_stage([e["latency"] for e in examples]), tokens=tokens,
                       cost_per_1k_queries=1000 * ((tokens["in_mean"] + tokens["out_mean"]) / 1000 * prices.price_per_1k_tokens
@@ -349,13 +358,34 @@ def _forgetting(project, tuned, general: Path, seed: int) -> dict:
             "note": "the base generator vs the LoRA-tuned one, both without sources"}
 
 
+def rag_variant(strategy: str) -> tuple[str, int | None]:
+    """('hybrid', 3) for 'rag-hybrid@k3'; ('bm25', None) for 'rag-bm25' (k from rag.k)."""
+    base, _, k = strategy.partition("@k")
+    return base.split("-")[1].split("+")[0], int(k) if k else None
+
+
+class _WithK:
+    """A RAG pipeline answering with a fixed number of sources (the rag-hybrid@k<N> variants)."""
+
+    def __init__(self, rag, k: int):
+        self.rag, self.k = rag, k
+
+    @property
+    def generator(self):
+        return self.rag.generator
+
+    def ask(self, question: str, mode=None):
+        return self.rag.ask(question, mode=mode, k=self.k)
+
+
 def _plan_one(strategy, run, data, compare, plan, one_time, tuned, models, progress, echo) -> None:
     """Build what `strategy` answers with (training it if it learns) into plan[strategy]."""
     from ragtune.rag import RAG
 
     if strategy.startswith("rag-"):
-        mode = strategy.split("-")[1].split("+")[0]
-        plan[strategy] = (RAG(run.project) if "+rerank" in strategy else _no_rerank(run.project), mode)
+        mode, k = rag_variant(strategy)
+        rag = RAG(run.project) if "+rerank" in strategy else _no_rerank(run.project)
+        plan[strategy] = (_WithK(rag, k) if k else rag, mode)
         one_time[strategy] = {"index_seconds": run.index_seconds}
     elif strategy == "closed-book":
         plan[strategy] = (ClosedBook(run.project), None)
