@@ -33,6 +33,8 @@ class RAG:
     """Answers questions from a project's knowledge base with its configured generator and reranker."""
 
     def __init__(self, project, generator=None, reranker=None):
+        """`generator`/`reranker`: use these instead of the configured ones; reranker=False never
+        reranks, even when rag.rerank.model is set."""
         self.project, self.config = project, project.config
         self._generator, self._reranker = generator, reranker
 

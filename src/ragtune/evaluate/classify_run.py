@@ -7,7 +7,6 @@ fine-tuned: retrieval MRR@10 on a general query/positive set, base encoder vs fi
 """
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -16,11 +15,10 @@ from typing import Callable
 import numpy as np
 
 from ragtune.evaluate.classify_models import ClassifyModel, mean_pooled
-from ragtune.evaluate.datasets import ClassifyData, fingerprint
+from ragtune.evaluate.datasets import ClassifyData
 from ragtune.evaluate.records import base_record, latency_by_stage, metric, skipped
 from ragtune.evaluate.stats import interval_of
 
-log = logging.getLogger(__name__)
 
 STRATEGIES = {
     "zero-shot": ("zero-shot", "cosine similarity of the text to each label's description (no training)"),
@@ -293,8 +291,3 @@ def _base_encoder(embedder_config) -> Callable[[list[str]], np.ndarray]:
     return lambda texts: mean_pooled(encoder, tokenizer, texts)
 
 
-def skip_unknown(strategy: str) -> dict:
-    return skipped(strategy, "unknown", "classify", f"not a classify strategy; choose from {', '.join(STRATEGIES)}")
-
-
-__all__ = ["STRATEGIES", "run_classify", "quality", "general_mrr", "fingerprint"]

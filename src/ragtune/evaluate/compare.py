@@ -9,7 +9,6 @@ those files alone, write `comparison.json` and the self-contained `report.html`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -178,12 +177,10 @@ def write_outputs(comparison: dict, results: Path) -> tuple[Path, Path]:
     """comparison.json and report.html in the results folder (both atomically)."""
     from ragtune.evaluate.report import write_report
 
+    from ragtune.train.common import write_json_atomic
+
     results.mkdir(parents=True, exist_ok=True)
-    path = results / "comparison.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(comparison, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path, write_report(comparison, results / "report.html")
+    return write_json_atomic(results / "comparison.json", comparison, indent=1), write_report(comparison, results / "report.html")
 
 
 def rebuild_report(project) -> dict:

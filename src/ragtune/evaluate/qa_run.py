@@ -384,7 +384,7 @@ def _plan_one(strategy, run, data, compare, plan, one_time, tuned, models, progr
 
     if strategy.startswith("rag-"):
         mode, k = rag_variant(strategy)
-        rag = RAG(run.project) if "+rerank" in strategy else _no_rerank(run.project)
+        rag = RAG(run.project, reranker=None if "+rerank" in strategy else False)  # plain variants never rerank
         plan[strategy] = (_WithK(rag, k) if k else rag, mode)
         one_time[strategy] = {"index_seconds": run.index_seconds}
     elif strategy == "closed-book":
@@ -401,8 +401,7 @@ def _plan_one(strategy, run, data, compare, plan, one_time, tuned, models, progr
         if strategy == "finetune":
             plan[strategy] = (ClosedBook(run.project, generator), None)
         else:
-            rag = RAG(run.project, generator=generator)
-            rag._reranker = False
+            rag = RAG(run.project, generator=generator, reranker=False)
             plan[strategy] = (rag, "hybrid")
         one_time[strategy] = {"training_seconds": seconds,
                               **({"index_seconds": run.index_seconds} if strategy != "finetune" else {})}
@@ -455,12 +454,6 @@ def _skip_reason(strategy: str, config, compare) -> str | None:
     return None
 
 
-def _no_rerank(project):
-    from ragtune.rag import RAG
-
-    rag = RAG(project)
-    rag._reranker = False  # the plain rag variants never rerank, even when a reranker is configured
-    return rag
 
 
 class ClosedBook:
@@ -519,8 +512,7 @@ def _train_reader(run: QARun, data: QAData, compare, progress: bool, echo):
                  stride=window * 3 // 8, progress=progress)
     generator = create("generator", "reader", GeneratorConfig(backend="reader", model=str(folder), min_score=0.0),
                        embedder=run.project.embedder)
-    rag = RAG(run.project, generator=generator)
-    rag._reranker = False
+    rag = RAG(run.project, generator=generator, reranker=False)
     threshold = compare.reader_min_score
     if threshold is None:
         threshold, table = calibrate_reader(rag, data.validation)

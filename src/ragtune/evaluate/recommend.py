@@ -38,10 +38,6 @@ def upkeep_seconds(summary: dict, updates_per_month: float) -> float | None:
     return None if seconds is None else seconds * updates_per_month
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _ms(value: float | None) -> str:
     """Milliseconds, with a decimal below 10 ms (so 5.6 and 6.1 do not both read 6)."""
     if value is None:

@@ -8,7 +8,6 @@ interval, latency p50/p95 per stage, tokens, cost, one-time seconds, freshness a
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import time
@@ -73,11 +72,9 @@ def base_record(strategy: str, family: str, task: str, description: str, *, spli
 def write_result(folder: Path, record: dict) -> Path:
     """Write results/<strategy>.json atomically (a crash never leaves half a file)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / file_name(record["strategy"])
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=_jsonable), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from ragtune.train.common import write_json_atomic
+
+    return write_json_atomic(folder / file_name(record["strategy"]), record, indent=1, default=_jsonable)
 
 
 def _jsonable(value: Any):

@@ -541,9 +541,11 @@ def check_resumable(run_file: Path, record: dict, options: TrainOptions) -> None
         log.warning("--resume with changed options: %s", ", ".join(sorted(changed)))
 
 
-def write_json_atomic(path: Path, payload: Any) -> Path:
+def write_json_atomic(path: Path, payload: Any, *, indent: int = 2, default=str) -> Path:
+    """Write `payload` as JSON to `path` through a temporary file and a rename (never half a file);
+    `default` converts what JSON cannot hold (str by default)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(payload, indent=indent, default=default) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 
