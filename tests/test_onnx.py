@@ -81,3 +81,37 @@ def test_cross_encoder_matches_torch(tmp_path):
     got = OnnxCrossEncoder(str(folder), quantize=None).predict(pairs)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert OnnxCrossEncoder(str(folder), quantize="int8").predict(pairs).shape == (3,)
+
+
+def test_batches_bound_texts_and_padded_tokens(sentence_model, monkeypatch):
+    """Forward passes hold at most batch_size texts and TOKENS_PER_BATCH padded tokens (a single
+    longer text goes alone), longest first; every text is embedded once, as it would be alone."""
+    import ragtune.knowledge.onnx as onnx_module
+
+    embedder = OnnxEmbedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="none", batch_size=4))
+    session = embedder.session
+    lengths = [3, 50, 7, 7, 120, 2, 9, 64, 1, 30, 30, 30]
+    monkeypatch.setattr(onnx_module, "TOKENS_PER_BATCH", 128)
+    batches = session.batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        widths = [lengths[i] for i in batch]
+        assert widths == sorted(widths, reverse=True) and len(batch) <= 4
+        assert len(batch) == 1 or len(batch) * widths[0] <= 128
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    texts = [" ".join(["word"] * n) for n in (1, 40, 3, 12, 25, 2, 70)]
+    together = embedder.embed(texts)
+    alone = np.stack([embedder.embed([t])[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_loading_a_session_leaves_the_callers_floating_point_state_alone(sentence_model):
+    """onnxruntime's denormal flush (set for speed) must not leak into the calling thread: numpy
+    and the user's code keep IEEE subnormals (hypothesis, for one, refuses to run without them)."""
+    def subnormals_work() -> bool:
+        return float(np.float64(5e-324) * np.float64(1.0)) != 0.0
+
+    assert subnormals_work()
+    embedder = OnnxEmbedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="int8"))
+    embedder.embed(TEXTS)
+    assert subnormals_work()

@@ -195,6 +195,30 @@ def test_reranker_orders_hits_by_its_scores(backend, tmp_path, monkeypatch):
     assert [h.score for h in ranked] == pytest.approx(sorted(scores, reverse=True)[:3], rel=1e-5)
 
 
+def test_reranker_fused_with_the_first_stage(tmp_path, monkeypatch):
+    """first_stage_weight > 0: the order is the RRF of the first-stage order and the reranker's
+    ranking (computed here by hand); the hits keep their reranker scores."""
+    monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "cache"))
+    model = tiny_cross_encoder(tmp_path / "ce")
+    hits = [hit(i, f"text number {i} about ports {'and daemons ' * i}") for i in range(1, 9)]
+    pure = create("reranker", "onnx", RerankConfig(model=str(model)))
+    scores = pure.scores("which port", [h.text for h in hits])
+    by_score = [int(i) for i in np.argsort(-scores, kind="stable")]
+    assert by_score != list(range(len(hits)))  # the reranker disagrees with the first stage here
+    for weight in (0.3, 0.7):
+        fused = create("reranker", "onnx", RerankConfig(model=str(model), first_stage_weight=weight))
+        expected = sorted(range(len(hits)), key=lambda i: (-(weight / (60 + i + 1) + (1 - weight) / (60 + by_score.index(i) + 1)), i))
+        ranked = fused.rerank("which port", hits, k=5)
+        assert [h.chunk_id for h in ranked] == [hits[i].chunk_id for i in expected[:5]]
+        assert [h.score for h in ranked] == pytest.approx([float(scores[i]) for i in expected[:5]], rel=1e-5)
+    # a heavy first-stage weight keeps the retrieval order; none keeps the reranker's
+    heavy = create("reranker", "onnx", RerankConfig(model=str(model), first_stage_weight=0.99))
+    assert [h.chunk_id for h in heavy.rerank("which port", hits, k=8)] == [h.chunk_id for h in hits]
+    assert [h.chunk_id for h in pure.rerank("which port", hits, k=8)] == [hits[i].chunk_id for i in by_score]
+    with pytest.raises(ValueError):
+        RerankConfig(model=str(model), first_stage_weight=1.0)
+
+
 def test_rag_uses_the_configured_reranker(kb, tmp_path, monkeypatch):
     monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "cache"))
     kb.config.rag.rerank = RerankConfig(model=str(tiny_cross_encoder(tmp_path / "ce")), top_n=10)

@@ -113,6 +113,7 @@ class RerankConfig(_Section):
     backend: Literal["cross-encoder", "onnx"] = Field("cross-encoder", description="cross-encoder (sentence-transformers, torch) or onnx (ONNX Runtime).")
     top_n: int = Field(20, ge=1, description="Hits reranked; the best `rag.k` of them are kept.")
     min_score: float | None = Field(None, description="Abstain when the best reranker score is below this (the model's own scale).")
+    first_stage_weight: float = Field(0.0, ge=0, lt=1, description="Share of the first-stage (retrieval) order in the final order: reciprocal-rank fusion with the reranker's ranking. 0 = the reranker's order alone; a reranker trained on little data often does better fused (choose it on validation queries).")
 
 
 class RagConfig(_Section):
@@ -135,6 +136,7 @@ class ServerConfig(_Section):
     max_messages: int = Field(32, ge=1, description="Most messages in one chat request.")
     request_timeout_s: float = Field(60.0, gt=0, description="Seconds a request may take before it is answered 504 (until a stream starts).")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser (CORS); empty = off.")
+    worker_threads: int | None = Field(None, ge=1, le=64, description="Threads that run searches, answers and writes (null = the CPU count, at most 4; more threads contend for the GIL with the event loop).")
 
 
 class ConstraintsConfig(_Section):
@@ -341,6 +343,7 @@ rag:
     model: null           # a cross-encoder (HF id or folder) to reorder the top hits
     backend: cross-encoder  # cross-encoder (torch) | onnx
     top_n: 20
+    first_stage_weight: 0.0  # >0: fuse the retrieval order with the reranker's (RRF), e.g. 0.5
 
 server:                   # `ragtune serve`; API keys: `ragtune keys create --groups a,b [--write]`
   host: 127.0.0.1         # loopback only; use a TLS proxy before exposing it

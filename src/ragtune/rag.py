@@ -162,8 +162,9 @@ class RAG:
         rag = self.config.rag
         if not hits:
             return "Nothing in the knowledge base matches the question."
-        if rag.rerank.min_score is not None and self.reranker and hits[0].score < rag.rerank.min_score:
-            return (f"The best source scores {hits[0].score:.2f} with the reranker, below "
+        best = max(h.score for h in hits)  # reranked hits carry reranker scores (fusion may reorder them)
+        if rag.rerank.min_score is not None and self.reranker and best < rag.rerank.min_score:
+            return (f"The best source scores {best:.2f} with the reranker, below "
                     f"rag.rerank.min_score {rag.rerank.min_score}.")
         if rag.min_relevance > -1:
             vectors = self.project.store().chunk_vectors([h.chunk_id for h in hits])

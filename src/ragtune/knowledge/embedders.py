@@ -156,6 +156,26 @@ def resolve_model_path(name: str, setting: str = "embedder.model") -> Path:
     )
 
 
+def max_seq_length(model_path: Path) -> int:
+    """Tokens the model reads: the sentence-transformers or tokenizer setting, never more than
+    its position embeddings hold (a longer input would fail inside the graph)."""
+    config = model_path / "sentence_bert_config.json"
+    tokenizer_config = model_path / "tokenizer_config.json"
+    if config.exists():
+        length = int(json.loads(config.read_text()).get("max_seq_length", 256))
+    elif tokenizer_config.exists():
+        length = int(min(json.loads(tokenizer_config.read_text()).get("model_max_length", 512), 512))
+    else:
+        length = 512
+    model_config = model_path / "config.json"
+    if model_config.exists():
+        settings = json.loads(model_config.read_text())
+        positions = settings.get("max_position_embeddings")
+        if positions:  # RoBERTa-style models start positions after the padding index
+            length = min(length, int(positions) - (2 if settings.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0))
+    return length
+
+
 def weights_fingerprint(folder: Path) -> str:
     """sha256 over the model's config and weight files, cached by (path, size, mtime)."""
     # checkpoints/ (left by `ragtune train`) holds training states, not the model: deleting it must
@@ -236,10 +256,7 @@ class SentenceTransformerEmbedder:
 
     @property
     def max_tokens(self) -> int:
-        cfg_file = self.path / "sentence_bert_config.json"
-        if cfg_file.exists():
-            return int(json.loads(cfg_file.read_text()).get("max_seq_length", 256)) - 2
-        return int(min(self.tokenizer.model_max_length, 512)) - 2
+        return max_seq_length(self.path) - 2
 
     @property
     def dimension(self) -> int:
@@ -260,9 +277,14 @@ class SentenceTransformerEmbedder:
                              truncation=False, verbose=False)
         return [[tuple(span) for span in offsets] for offsets in enc["offset_mapping"]]
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """The weights' fingerprint, taken once: this instance serves the weights it loaded."""
+        return weights_fingerprint(self.path)
+
     def info(self) -> dict:
         return {"backend": "sentence-transformers", "model": self.config.model,
-                "fingerprint": weights_fingerprint(self.path), "dimension": self.dimension}
+                "fingerprint": self.fingerprint, "dimension": self.dimension}
 
 
 register("embedder", "sentence-transformers", SentenceTransformerEmbedder)

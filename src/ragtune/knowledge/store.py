@@ -14,6 +14,7 @@ past a mismatch.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import json
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # Past this many chunks hit fields are read from SQLite instead of memory (~1 KB of text a chunk).
 HIT_FIELDS_IN_MEMORY_MAX = 100_000
+ALLOWED_CACHE_ROWS = 4_000_000  # row ids kept for repeated filters (32 MB)
 DERIVED_LAYOUT = {"dense": 1, "bm25": 2}  # bump when a derived file's contents change shape
 MMAP_BYTES = 1 << 30  # address space only; SQLite maps at most the file's size
 # Upgrades from older formats: {old_version: function(connection)} applied in order on open.
@@ -115,6 +117,10 @@ class SQLiteStore:
         self._dense: tuple[DenseIndex, np.ndarray, int] | None = None  # (index, rowids, generation)
         # (index, chunk rowids by position, generation, document id by position)
         self._bm25: tuple[BM25Index, np.ndarray, int, np.ndarray, HitFields | None] | None = None
+        # filter -> permitted chunk row ids, for the generation in _allowed_generation: a server asks
+        # the same few filters (one per key's groups) again and again.
+        self._allowed: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+        self._allowed_generation = -1
         self._open()
 
     # --- connections and schema ---------------------------------------------------------------
@@ -213,7 +219,7 @@ class SQLiteStore:
     def check_embedder(self, info: dict) -> None:
         """Refuse a different model, weights or dimension; warn on a different backend of the same weights."""
         stored = self.embedder_info()
-        check_embedder_record(stored, info, self.count_chunks() if stored else 0, str(self.path))
+        check_embedder_record(stored, info, self.count_chunks, str(self.path))
 
     def set_embedder_info(self, info: dict, conn: sqlite3.Connection | None = None) -> None:
         (conn or self.conn).execute("INSERT OR REPLACE INTO meta VALUES ('embedder', ?)", (json.dumps(info),))
@@ -581,13 +587,27 @@ class Snapshot:
         self._bm25, self._bm25_rowids, _, self._documents, self._fields = bm25  # BM25 covers every live chunk
 
     def allowed_rowids(self, where: dict | None, groups: list[str] | None) -> np.ndarray | None:
-        """Sorted chunk row ids passing the filters, or None when nothing is filtered."""
+        """Sorted chunk row ids passing the filters, or None when nothing is filtered (cached per
+        generation: every write bumps it; the snapshot holds the store's lock)."""
         if not where and groups is None:
             return None
         clause, params = _filter_sql(where, groups)
+        store, cache_key = self.store, (clause, tuple(params))
+        if store._allowed_generation != self.generation:
+            store._allowed.clear()
+            store._allowed_generation = self.generation
+        found = store._allowed.get(cache_key)
+        if found is not None:
+            store._allowed.move_to_end(cache_key)
+            return found
         rows = self.conn.execute(f"SELECT c.rowid FROM chunks c JOIN documents d ON d.id = c.document_id "
                                  f"WHERE {clause} ORDER BY c.rowid", params)
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        found = np.fromiter((r[0] for r in rows), dtype=np.int64)
+        found.flags.writeable = False
+        store._allowed[cache_key] = found
+        while sum(len(a) for a in store._allowed.values()) > ALLOWED_CACHE_ROWS and len(store._allowed) > 1:
+            store._allowed.popitem(last=False)
+        return found
 
     @staticmethod
     def _mask(rowids: np.ndarray, allowed: np.ndarray | None) -> np.ndarray | None:

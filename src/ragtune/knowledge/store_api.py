@@ -16,7 +16,7 @@ import json
 import re
 import warnings
 from contextlib import AbstractContextManager
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -100,9 +100,14 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def check_embedder_record(stored: dict | None, info: dict, chunks: int, where: str) -> None:
-    """Refuse a different model, weights or dimension; warn on a different backend of the same weights."""
-    if stored is None or chunks == 0:
+def check_embedder_record(stored: dict | None, info: dict, chunks: Callable[[], int], where: str) -> None:
+    """Refuse a different model, weights or dimension; warn on a different backend of the same weights.
+
+    `chunks` counts the stored chunks (an empty store takes any embedder); it is called only when
+    the records differ, so the check on every query costs no table scan."""
+    if stored is None or all(stored.get(k) == info.get(k) for k in ("fingerprint", "dimension", "backend")):
+        return
+    if chunks() == 0:
         return
     for key in ("fingerprint", "dimension"):
         if stored.get(key) != info.get(key):
@@ -111,9 +116,8 @@ def check_embedder_record(stored: dict | None, info: dict, chunks: int, where: s
                 f"({stored.get('dimension')} dims, weights {stored.get('fingerprint')}), but the config uses "
                 f"'{info.get('model')}' ({info.get('dimension')} dims, weights {info.get('fingerprint')}). "
                 f"Rebuild the vectors with `ragtune index --reembed`, or set embedder.model back.")
-    if stored.get("backend") != info.get("backend"):
-        warnings.warn(f"knowledge base vectors were made by the {stored.get('backend')} backend; "
-                      f"querying with {info.get('backend')} (same weights)", stacklevel=3)
+    warnings.warn(f"knowledge base vectors were made by the {stored.get('backend')} backend; "
+                  f"querying with {info.get('backend')} (same weights)", stacklevel=3)
 
 
 def filter_key(key: str) -> str:

@@ -247,7 +247,7 @@ class PgVectorStore:
 
     def check_embedder(self, info: dict) -> None:
         stored = self.embedder_info()
-        check_embedder_record(stored, info, self.count_chunks() if stored else 0, self.describe())
+        check_embedder_record(stored, info, self.count_chunks, self.describe())
 
     def _dimension(self, conn) -> int:
         """The vector column's declared dimension (-1 while undeclared)."""

@@ -183,7 +183,7 @@ class QdrantStore:
 
     def check_embedder(self, info: dict) -> None:
         stored = self.embedder_info()
-        check_embedder_record(stored, info, self.count_chunks() if stored else 0, self.describe())
+        check_embedder_record(stored, info, self.count_chunks, self.describe())
 
     def _ensure_chunks(self, dim: int) -> None:
         m = self.m

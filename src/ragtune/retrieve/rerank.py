@@ -22,12 +22,34 @@ from ragtune.types import Hit
 
 
 def rerank(reranker, question: str, hits: list[Hit], k: int) -> list[Hit]:
-    """The best `k` of `hits` by reranker score, each hit's score replaced by that score."""
+    """The best `k` of `hits` (given in first-stage order), each hit's score replaced by its
+    reranker score; the order is the reranker's, or its fusion with the first stage when
+    rag.rerank.first_stage_weight > 0."""
     if not hits:
         return []
     scores = reranker.scores(question, [h.text for h in hits])
-    order = np.argsort(-scores, kind="stable")[:k]
+    order = fused_order(scores, reranker.config.first_stage_weight)[:k]
     return [hits[i]._replace(score=float(scores[i])) for i in order]
+
+
+def fused_order(scores: np.ndarray, first_stage_weight: float = 0.0, rrf_k: int = 60) -> list[int]:
+    """Positions of the hits, best first: by reranker score alone (weight 0), or by reciprocal-rank
+    fusion of the first-stage order (position i has rank i + 1) with the reranker's ranking:
+    w / (rrf_k + first rank) + (1 - w) / (rrf_k + reranker rank). Ties keep the first-stage order.
+
+    >>> fused_order(np.array([0.1, 0.9, 0.5]))
+    [1, 2, 0]
+    >>> fused_order(np.array([0.1, 0.9, 0.5]), first_stage_weight=0.9)
+    [0, 1, 2]
+    """
+    by_score = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    if first_stage_weight <= 0:
+        return [int(i) for i in by_score]
+    rerank_rank = np.empty(len(by_score), dtype=np.float64)
+    rerank_rank[by_score] = np.arange(1, len(by_score) + 1)
+    first_rank = np.arange(1, len(by_score) + 1, dtype=np.float64)
+    fused = first_stage_weight / (rrf_k + first_rank) + (1 - first_stage_weight) / (rrf_k + rerank_rank)
+    return [int(i) for i in np.argsort(-fused, kind="stable")]
 
 
 class CrossEncoderReranker:

@@ -13,10 +13,14 @@ serve/service.py (the library calls), serve/ui/ (the page).
 """
 # No `from __future__ import annotations`: the request models are built inside create_app (their
 # limits come from the settings), and FastAPI resolves string annotations from module globals only.
+import asyncio
 import base64
+import contextlib
 import json
+import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional
 
@@ -42,24 +46,29 @@ REPORT_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src da
 
 def create_app(project, settings: ServerConfig | None = None, keys: KeyStore | None = None) -> FastAPI:
     """The FastAPI app serving `project` (keys: `<project>/keys.json` and $RAGTUNE_API_KEYS)."""
-    import anyio
-
     from ragtune.rag import retrieval_query
 
     settings = settings or project.config.server
     keys = keys or KeyStore(project.folder)
     service = Service(project, settings)
     ChatRequest, SearchRequest, EmbeddingsRequest, ClassifyRequest = request_models(settings)
-    limiter: list = []  # created on first use, inside the event loop
+    pool: list[ThreadPoolExecutor] = []  # made on first use; a restarted app gets a new one
 
     async def run(fn, *args):
-        """Run blocking library code in a worker thread (at most 4 at once: the store serialises
-        searches anyway, and fewer threads keep the event loop, and /health, responsive)."""
-        if not limiter:
-            limiter.append(anyio.CapacityLimiter(4))
-        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter[0])
+        """Run blocking library code in a worker thread. Few threads: the store serialises searches
+        anyway, and every extra thread contends for the GIL with the event loop (and /health)."""
+        if not pool:
+            pool.append(ThreadPoolExecutor(settings.worker_threads or min(4, os.cpu_count() or 1),
+                                           thread_name_prefix="ragtune-serve"))
+        return await asyncio.get_running_loop().run_in_executor(pool[0], fn, *args)
 
-    app = FastAPI(title="ragtune", version=_version(), docs_url=None, redoc_url=None,
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        if pool:  # running calls finish; queued ones are dropped
+            pool.pop().shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="ragtune", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="OpenAI-compatible chat answered with cited sources from your documents, plus search "
                               "and document management. Every route except /health needs an API key "
                               "(`Authorization: Bearer <key>`); the key's groups bound what it sees.")
