@@ -87,7 +87,7 @@ class ReaderGenerator:
                                      f"model transformers can load: {exc}") from None
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])  # counting only: no length warning
 
     def generate(self, prompt: Prompt) -> Generation:
         from ragtune.train.reader import read_spans
