@@ -115,3 +115,20 @@ def test_loading_a_session_leaves_the_callers_floating_point_state_alone(sentenc
     embedder = OnnxEmbedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="int8"))
     embedder.embed(TEXTS)
     assert subnormals_work()
+
+
+def test_a_new_export_format_removes_the_old_exports_of_the_same_weights(sentence_model, tmp_path, monkeypatch):
+    from ragtune.knowledge.embedders import weights_fingerprint
+    from ragtune.knowledge.onnx import EXPORT_VERSION
+
+    monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "fresh-cache"))
+    fingerprint = weights_fingerprint(sentence_model)
+    onnx_dir = tmp_path / "fresh-cache" / "onnx"
+    stale = onnx_dir / f"{fingerprint}-embedder-int8-v{EXPORT_VERSION - 1}"
+    other = onnx_dir / f"0123456789abcdef-embedder-int8-v{EXPORT_VERSION - 1}"  # other weights: kept
+    for folder in (stale, other):
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(b"old")
+    OnnxEmbedder(EmbedderConfig(backend="onnx", model=str(sentence_model), quantize="int8")).embed(TEXTS)
+    assert (onnx_dir / f"{fingerprint}-embedder-int8-v{EXPORT_VERSION}" / "model.onnx").is_file()
+    assert not stale.exists() and other.exists()

@@ -104,6 +104,9 @@ def export(model_path: Path, kind: str, quantize: str | None) -> Path:
             os.rename(tmp, folder)
         except OSError:  # another process finished first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
+        for older in folder.parent.glob(f"{fingerprint}-{kind}-{quantize or 'fp32'}-v*"):
+            if older != folder and older.is_dir():  # the same weights in an earlier export format
+                shutil.rmtree(older, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
