@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, help="result file (default benchmarks/results/train-retrieval-<folder>.json)")
     args = parser.parse_args(argv)
+    if args.reuse_reranker and not args.reuse_embedder:
+        fail("--reuse-reranker keeps the earlier run's re-embedded project, so it needs --reuse-embedder too")
 
     from ragtune.config import ProjectConfig
     from ragtune.project import Project
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     from ragtune.train.embedder import train_embedder
 
     emb_dir, tuned_dir = workdir / "embedder", workdir / "finetuned"
-    previous = None
+    previous = earlier = None
     if args.reuse_embedder:
         try:
             earlier = json.loads(out.read_text())
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         rr_dir = workdir / "reranker"
         if args.reuse_reranker:
             try:
-                rr_training = {**json.loads(out.read_text())["reranker"]["training"], "reused_from_run_of": previous.get("run_created")}
+                rr_training = {**earlier["reranker"]["training"], "reused_from_run_of": previous.get("run_created")}
             except (OSError, ValueError, KeyError, TypeError):
                 fail("--reuse-reranker needs the result file of an earlier full run with this workdir")
             if not (rr_dir / "config.json").is_file():

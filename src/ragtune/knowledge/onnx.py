@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 import os
 import shutil
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -158,24 +158,6 @@ def _torch_export(model_path: Path, kind: str, target: Path) -> None:
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
 
 
-def _on_own_thread(fn):
-    """fn() run on a short-lived thread: its result, or its exception raised here."""
-    out: dict = {}
-
-    def target():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
-            out["error"] = exc
-
-    thread = threading.Thread(target=target, name="ragtune-onnx-load")
-    thread.start()
-    thread.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
 class _Session:
     """Tokenizer + onnxruntime session shared by the embedder and the cross-encoder."""
 
@@ -200,7 +182,9 @@ class _Session:
         # state (numpy, the user's code) stays IEEE.
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         onnx_file = str(export(model_path, kind, quantize))
-        self.session = _on_own_thread(lambda: ort.InferenceSession(onnx_file, options, providers=["CPUExecutionProvider"]))
+        with ThreadPoolExecutor(1, thread_name_prefix="ragtune-onnx-load") as loader:
+            self.session = loader.submit(ort.InferenceSession, onnx_file, options,
+                                         providers=["CPUExecutionProvider"]).result()
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
 
