@@ -85,6 +85,34 @@ def mined(project, queries: dict[str, str], qids: list[str], relevant: dict, dep
     return found
 
 
+def pseudo_queries(corpus: Path, count: int, exclude: set[str], seed: int) -> list[dict]:
+    """Inverse-cloze pairs (Lee et al. 2019) from `count` corpus documents: one abstract's last
+    sentence (its conclusion, which reads like a SciFact claim) is the query and the document
+    without that sentence (title + the other sentences) the positive. Documents in `exclude` (those
+    a test query is judged on) are never a source. No model writes these and no label is read."""
+    from ragtune.knowledge.chunk import sentences
+
+    opener = gzip.open if corpus.suffix == ".gz" else open
+    candidates = []
+    with opener(corpus, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            doc_id = str(row["_id"])
+            parts = sentences(row["text"])
+            if doc_id in exclude or len(parts) < 4:
+                continue
+            last = parts[-1]
+            if not 8 <= len(last.split()) <= 60:
+                continue
+            title = (row.get("title") or "").strip()
+            rest = " ".join(parts[:-1])
+            candidates.append({"query": last, "positive": f"{title}\n{rest}" if title else rest, "doc_id": doc_id})
+    rng = random.Random(seed)
+    return sorted(rng.sample(candidates, min(count, len(candidates))), key=lambda row: row["doc_id"])
+
+
 def bootstrap_interval(deltas: list[float]) -> list[float]:
     """Paired bootstrap 95% interval of the mean per-query difference (10,000 resamples, seed 0)."""
     from ragtune.evaluate.stats import interval
@@ -125,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="reranker batch: queries for listwise (each with its positive and negatives), pairs for bce")
     parser.add_argument("--resume-reranker", action="store_true",
                         help="continue the reranker from the last complete checkpoint in WORKDIR/reranker (same settings)")
+    parser.add_argument("--rerank-pseudo-queries", type=int, default=0,
+                        help="add this many inverse-cloze pairs from the corpus to the reranker's training (see pseudo_queries)")
     parser.add_argument("--rerank-max-length", type=int, default=192,
                         help="tokens per (query, abstract) pair in reranker training and scoring")
     parser.add_argument("--rerank-backend", default="onnx", choices=["onnx", "cross-encoder"],
@@ -290,6 +320,21 @@ def main(argv: list[str] | None = None) -> int:
             if rr_dir.exists() and not args.resume_reranker:
                 shutil.rmtree(rr_dir)
             rows = pair_rows(fit_qids, queries, train_rel, docs)
+            pseudo_info = None
+            if args.rerank_pseudo_queries:
+                t1 = time.perf_counter()
+                pseudo = pseudo_queries(corpus_file, args.rerank_pseudo_queries, test_docs, args.seed)
+                in_test = 0
+                for row in pseudo:
+                    hits = first.search(row["query"], mode="hybrid", k=args.rerank_negatives + 8, unit="documents")
+                    others = [h.document_id for h in hits if h.document_id != row["doc_id"]]
+                    texts_by_query[row["query"]] = [docs[d] for d in others]
+                    in_test += sum(1 for d in others[:args.rerank_negatives] if d in test_docs)
+                    rows.append({"query": row["query"], "positive": row["positive"]})
+                pseudo_info = {"pairs": len(pseudo), "mining_seconds": time.perf_counter() - t1,
+                               "source_documents_judged_by_a_test_query": 0,
+                               "mined_negatives_judged_by_a_test_query": in_test}
+                log(f"reranker: {len(pseudo)} inverse-cloze pairs from the corpus (mining {pseudo_info['mining_seconds']:.0f} s)")
             items = len(rows) * (1 + args.rerank_negatives) if args.rerank_loss == "bce" else len(rows)
             steps_per_epoch = max(1, -(-items // args.rerank_batch_size))
             eval_steps = max(1, steps_per_epoch // 2)
@@ -301,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             rr = train_reranker(rows, pair_rows(val_qids, queries, train_rel, docs), options=options,
                                 negatives_per_query=args.rerank_negatives, mine_from=lambda q: texts_by_query.get(q, []),
                                 loss=args.rerank_loss, head_learning_rate=args.rerank_head_learning_rate)
-            rr_training = {"seconds": time.perf_counter() - t0, "mining_seconds": mining_seconds, **rr.metrics}
+            rr_training = {"seconds": time.perf_counter() - t0, "mining_seconds": mining_seconds,
+                           "pseudo_queries": pseudo_info, **rr.metrics}
             log(f"reranker: validation MRR@10 {rr.metrics['validation_before'].get('mrr@10', 0):.4f} -> "
                 f"{rr.metrics['validation'].get('mrr@10', 0):.4f} in {rr_training['seconds']:.0f} s")
 
