@@ -86,31 +86,17 @@ def mined(project, queries: dict[str, str], qids: list[str], relevant: dict, dep
 
 
 def pseudo_queries(corpus: Path, count: int, exclude: set[str], seed: int) -> list[dict]:
-    """Inverse-cloze pairs (Lee et al. 2019) from `count` corpus documents: one abstract's last
-    sentence (its conclusion, which reads like a SciFact claim) is the query and the document
-    without that sentence (title + the other sentences) the positive. Documents in `exclude` (those
-    a test query is judged on) are never a source. No model writes these and no label is read."""
-    from ragtune.knowledge.chunk import sentences
+    """`count` inverse-cloze pairs from the corpus, made by `ragtune data synth --kind pairs
+    --sentence last` (ragtune.train.synth.inverse_cloze_pairs): an abstract's last sentence (its
+    conclusion, which reads like a SciFact claim) is the query, the title and the other sentences the
+    positive. Documents in `exclude` (those a test query is judged on) are never a source. No model
+    writes these and no label is read."""
+    from ragtune.train.synth import inverse_cloze_pairs
 
-    opener = gzip.open if corpus.suffix == ".gz" else open
-    candidates = []
-    with opener(corpus, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            doc_id = str(row["_id"])
-            parts = sentences(row["text"])
-            if doc_id in exclude or len(parts) < 4:
-                continue
-            last = parts[-1]
-            if not 8 <= len(last.split()) <= 60:
-                continue
-            title = (row.get("title") or "").strip()
-            rest = " ".join(parts[:-1])
-            candidates.append({"query": last, "positive": f"{title}\n{rest}" if title else rest, "doc_id": doc_id})
+    pairs = [{"query": row["query"], "positive": row["positive"], "doc_id": row["source"]}
+             for row in inverse_cloze_pairs([str(corpus)], sentence="last") if row["source"] not in exclude]
     rng = random.Random(seed)
-    return sorted(rng.sample(candidates, min(count, len(candidates))), key=lambda row: row["doc_id"])
+    return sorted(rng.sample(pairs, min(count, len(pairs))), key=lambda row: row["doc_id"])
 
 
 def bootstrap_interval(deltas: list[float]) -> list[float]:

@@ -200,3 +200,63 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, make, message):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "qa.jsonl").exists()
+
+
+# ---------------------------------------------------------------- inverse-cloze pairs (query, positive)
+
+ABSTRACTS = {
+    "memory.md": "# Sleep and memory\n\nAdults slept either eight hours or four hours before a word-list task. "
+                 "Recall was measured one day later by a blinded examiner. "
+                 "Participants who slept eight hours recalled twice as many words as those who slept four hours.\n",
+    "soil.md": "# Soil microbes\n\nWe sampled soil from forty farms across three regions of the valley. "
+               "Bacterial diversity was assessed by sequencing of the marker gene. "
+               "Farms that rotated crops held more diverse bacterial communities than farms that did not.\n",
+    "short.md": "# Short\n\nOnly two sentences live in this file. That is too few for a pair.\n",
+}
+
+
+def test_inverse_cloze_pairs_take_one_sentence_out(tmp_path):
+    from ragtune.train.synth import inverse_cloze_pairs
+
+    folder = write_docs(tmp_path / "abstracts", ABSTRACTS)
+    last = inverse_cloze_pairs([folder], sentence="last")
+    assert [row["query"] for row in last] == [
+        "Participants who slept eight hours recalled twice as many words as those who slept four hours.",
+        "Farms that rotated crops held more diverse bacterial communities than farms that did not."]
+    assert last.dropped == {"under_3_sentences": 1} and last.method == "inverse-cloze"
+    memory = last[0]
+    assert memory["positive"] == ("Sleep and memory\nAdults slept either eight hours or four hours before a word-list "
+                                  "task. Recall was measured one day later by a blinded examiner.")
+    assert memory["source"].endswith("memory.md") and [row["id"] for row in last] == ["p0001", "p0002"]
+    picked = inverse_cloze_pairs([folder], seed=3)
+    assert picked == inverse_cloze_pairs([folder], seed=3)  # seeded
+    for row in picked:
+        assert row["query"] not in row["positive"] and len(row["positive"].split("\n", 1)[1].split(". ")) == 2
+    assert len(inverse_cloze_pairs([folder], max_pairs=1)) == 1
+    examples = load_examples(list(picked), "pairs")  # what train embedder / train reranker read
+    assert [row["query"] for row in examples.rows] == [row["query"] for row in picked]
+
+
+def test_cli_writes_pairs_and_refuses_bad_choices(tmp_path, monkeypatch, capsys):
+    from ragtune.cli import main
+
+    folder = write_docs(tmp_path / "abstracts", ABSTRACTS)
+    monkeypatch.chdir(tmp_path)
+    result = cli("synth", str(folder), "--kind", "pairs", "--sentence", "last", "--out", "pairs.jsonl")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and "pairs            2  (inverse-cloze, last sentence)" in result.output
+    assert "1 under 3 sentences" in result.output
+    for args, message in [(["--kind", "pairs", "--sentence", "middle"], "unknown sentence choice 'middle'"),
+                          (["--kind", "triples"], "--kind 'triples': use qa or pairs")]:
+        monkeypatch.setattr(sys, "argv", ["ragtune", "data", "synth", str(folder), "--out", "bad.jsonl", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+        assert not (tmp_path / "bad.jsonl").exists()
+    only_short = write_docs(tmp_path / "short", {"a.md": ABSTRACTS["short.md"]})
+    monkeypatch.setattr(sys, "argv", ["ragtune", "data", "synth", str(only_short), "--kind", "pairs", "--out", "x.jsonl"])
+    with pytest.raises(SystemExit):
+        main()
+    assert "inverse-cloze pairs need prose" in capsys.readouterr().err

@@ -4,6 +4,7 @@ No heavy imports at module level.
     $ ragtune data check reviews.csv --labels pos,neg --max-tokens 256
     $ ragtune data split reviews.csv --out splits --group-key product --seed 1
     $ ragtune data synth docs/ --out qa.jsonl --per-fact 3
+    $ ragtune data synth docs/ --kind pairs --out pairs.jsonl
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import typer
 
 from ragtune.errors import InputError
 from ragtune.train.data import FIELDS, FORMATS, CheckReport, check, split, write_jsonl_atomic
-from ragtune.train.synth import CLOZE_PHRASINGS, METHODS, project_setup, synthesize
+from ragtune.train.synth import CLOZE_PHRASINGS, METHODS, PAIR_SENTENCES, project_setup, synthesize
 
 data_app = typer.Typer(no_args_is_help=True, help="Check, split and synthesize training data.")
 
@@ -146,7 +147,16 @@ def split_command(file: Path = typer.Argument(..., help="Training data: .jsonl, 
 @data_app.command("synth")
 def synth_command(paths: List[Path] = typer.Argument(..., help="Files and folders of documents (read as `ragtune "
                                                     "index` reads them)."),
-                  out: Path = typer.Option(..., "--out", "-o", help="JSONL file for the question/answer rows."),
+                  out: Path = typer.Option(..., "--out", "-o", help="JSONL file for the rows."),
+                  kind: str = typer.Option("qa", "--kind", help="qa: question/answer rows (eval sets, `train reader`). "
+                                           "pairs: query/positive rows by the inverse cloze task, one sentence of a "
+                                           "passage against the rest of it (`train embedder`, `train reranker`; "
+                                           "offline, no model)."),
+                  sentence: str = typer.Option("random", "--sentence", help=f"pairs: which sentence is the query, "
+                                               f"{' | '.join(PAIR_SENTENCES)} (last: a passage's conclusion, e.g. of "
+                                               f"an abstract)."),
+                  max_pairs: Optional[int] = typer.Option(None, "--max-pairs", min=1, help="pairs: keep at most this "
+                                                          "many, sampled with --seed."),
                   method: str = typer.Option("auto", "--method", help=f"{' | '.join(METHODS)}. auto: the project's "
                                              "generator when it writes text (hf, openai), else cloze (offline)."),
                   per_fact: int = typer.Option(1, "--per-fact", min=1, help="Phrasings of each fact, same answer "
@@ -155,9 +165,26 @@ def synth_command(paths: List[Path] = typer.Argument(..., help="Files and folder
                   max_facts: Optional[int] = typer.Option(None, "--max-facts", min=1, help="Keep at most this many "
                                                           "facts, sampled with --seed."),
                   seed: int = typer.Option(0, "--seed", help="Same seed, same cloze rows and sample.")):
-    """QA pairs (question, answer, context, answer_start) from documents, for an eval set or `train reader`."""
+    """QA rows (question, answer, context, answer_start) for an eval set or `train reader`, or with
+    --kind pairs (query, positive) rows for `train embedder` and `train reranker`, from documents."""
     from ragtune.cli import _state  # the global --project; imported here, as ragtune.cli imports this module
 
+    if kind not in ("qa", "pairs"):
+        raise InputError(f"--kind '{kind}': use qa or pairs")
+    if kind == "pairs":
+        from ragtune.train.synth import inverse_cloze_pairs
+
+        ingest, _ = project_setup(_state["project"], "cloze", 1)
+        pairs = inverse_cloze_pairs([str(p) for p in paths], sentence=sentence, max_pairs=max_pairs, seed=seed,
+                                    ingest=ingest)
+        for skipped in pairs.skipped[:SHOWN]:
+            typer.echo(f"warning: skipped {skipped}", err=True)
+        path = write_jsonl_atomic(pairs, out)
+        dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in pairs.dropped.items())
+        typer.echo(f"pairs      {len(pairs):>7}  (inverse-cloze, {sentence} sentence)")
+        typer.echo(f"passages left out {sum(pairs.dropped.values())}" + (f"  ({dropped})" if dropped else ""))
+        typer.echo(f"wrote {path}")
+        return
     ingest, generator = project_setup(_state["project"], method, per_fact)
     rows = synthesize([str(p) for p in paths], method=method, generator=generator, per_fact=per_fact,
                       max_facts=max_facts, seed=seed, ingest=ingest)

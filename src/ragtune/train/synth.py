@@ -463,6 +463,80 @@ def synthesize(documents: Iterable[Document | str | Path], *, method: str = "aut
     return Synthesized(rows, method=method, dropped=dropped, skipped=skipped)
 
 
+PAIR_SENTENCES = ("random", "last")
+PAIR_PASSAGE_CHARS = 4000  # a passage's text before its sentence is taken out; longer sections are cut
+
+
+def inverse_cloze_pairs(documents: Iterable[Document | str | Path], *, sentence: str = "random",
+                        max_pairs: int | None = None, seed: int = 0, passage_chars: int = PAIR_PASSAGE_CHARS,
+                        ingest: IngestConfig | None = None) -> Synthesized:
+    """(query, positive) rows for `train embedder` / `train reranker` from documents alone, by the
+    inverse cloze task (Lee et al. 2019): one sentence of a passage is the query, the passage
+    without that sentence, under its title, is the positive. No model and no labels.
+
+    Each row: {"id": "p0001", "query", "positive", "source": document id, "method": "inverse-cloze"}.
+    `sentence`: "random" (seeded) or "last" (a passage's last sentence: the conclusion of an
+    abstract, which reads like a claim). A passage needs 3 or more sentences; the query sentence
+    must be prose of 6-60 words. `max_pairs` samples that many with `seed`.
+
+    >>> from ragtune.types import Section
+    >>> doc = Document(id="d1", title="Sync", sections=[Section(
+    ...     "Clients poll the server. The interval is set per client. The daemon listens on TCP port 7741 by default.")])
+    >>> row = inverse_cloze_pairs([doc], sentence="last")[0]
+    >>> row["query"], row["positive"]
+    ('The daemon listens on TCP port 7741 by default.', 'Sync\\nClients poll the server. The interval is set per client.')
+    """
+    if sentence not in PAIR_SENTENCES:
+        raise InputError(f"unknown sentence choice '{sentence}': use one of {', '.join(PAIR_SENTENCES)}")
+    if max_pairs is not None and max_pairs < 1:
+        raise InputError("max_pairs must be at least 1")
+    given = [documents] if isinstance(documents, (str, Path, Document)) else list(documents)
+    paths = [d for d in given if not isinstance(d, Document)]
+    read, skipped = read_documents(paths, ingest) if paths else ([], [])
+    documents = [d for d in given if isinstance(d, Document)] + read
+    where = ", ".join(map(str, paths)) or f"{len(documents)} documents"
+    if not documents:
+        raise InputError(f"no readable documents in {where}" + (f" ({'; '.join(skipped[:3])})" if skipped else ""))
+    rng = random.Random(seed)
+    rows, dropped = [], {"under_3_sentences": 0, "without_a_6_to_60_word_sentence": 0}
+    for doc in documents:
+        for section in doc.sections:
+            title = header_of(doc, section.title)
+            parts = [" ".join(s.split()) for s in sentences(section.text)]
+            groups, current, length = [], [], -1
+            for part in parts + [None]:
+                if current and (part is None or length + 1 + len(part) > passage_chars):
+                    groups.append(current)
+                    current, length = [], -1
+                if part:
+                    current.append(part)
+                    length += 1 + len(part)
+            for group in groups:
+                if len(group) < 3:
+                    dropped["under_3_sentences"] += 1
+                    continue
+                choices = [i for i, text in enumerate(group) if usable(clean_sentence(text))]
+                if sentence == "last":
+                    choices = [i for i in choices if i == len(group) - 1]
+                if not choices:
+                    dropped["without_a_6_to_60_word_sentence"] += 1
+                    continue
+                i = choices[-1] if sentence == "last" else rng.choice(choices)
+                rest = " ".join(group[:i] + group[i + 1:])
+                rows.append({"id": "", "query": clean_sentence(group[i]),
+                             "positive": f"{title}\n{rest}" if title else rest, "source": doc.id,
+                             "method": "inverse-cloze"})
+    if not rows:
+        raise InputError(f"no passages of 3 or more sentences with a 6-60 word sentence in {where}: "
+                         f"inverse-cloze pairs need prose")
+    if max_pairs is not None and len(rows) > max_pairs:
+        rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), max_pairs))]
+    for n, row in enumerate(rows, start=1):
+        row["id"] = f"p{n:04d}"
+    return Synthesized(rows, method="inverse-cloze", dropped={k: v for k, v in dropped.items() if v},
+                       skipped=skipped)
+
+
 def project_setup(folder: Path | None, method: str, per_fact: int) -> tuple[IngestConfig, Any]:
     """(ingest settings, generator or None) for `ragtune data synth`: from the project at `folder` (or
     the one around the current folder, if any); a generator only when the method may use one and the
