@@ -248,7 +248,9 @@ def test_cli_writes_pairs_and_refuses_bad_choices(tmp_path, monkeypatch, capsys)
     assert len(rows) == 2 and "pairs            2  (inverse-cloze, last sentence)" in result.output
     assert "1 under 3 sentences" in result.output
     for args, message in [(["--kind", "pairs", "--sentence", "middle"], "unknown sentence choice 'middle'"),
-                          (["--kind", "triples"], "--kind 'triples': use qa or pairs")]:
+                          (["--kind", "triples"], "--kind 'triples': use qa or pairs"),
+                          (["--kind", "pairs", "--per-fact", "3"], "--per-fact applies to --kind qa, not --kind pairs"),
+                          (["--max-pairs", "5"], "--max-pairs applies to --kind pairs, not --kind qa")]:
         monkeypatch.setattr(sys, "argv", ["ragtune", "data", "synth", str(folder), "--out", "bad.jsonl", *args])
         with pytest.raises(SystemExit) as exit_info:
             main()

@@ -171,6 +171,13 @@ def synth_command(paths: List[Path] = typer.Argument(..., help="Files and folder
 
     if kind not in ("qa", "pairs"):
         raise InputError(f"--kind '{kind}': use qa or pairs")
+    misplaced = ([name for name, given in (("--method", method != "auto"), ("--per-fact", per_fact != 1),
+                                           ("--max-facts", max_facts is not None)) if given] if kind == "pairs" else
+                 [name for name, given in (("--sentence", sentence != "random"), ("--max-pairs", max_pairs is not None))
+                  if given])
+    if misplaced:
+        other = "qa" if kind == "pairs" else "pairs"
+        raise InputError(f"{', '.join(misplaced)} applies to --kind {other}, not --kind {kind}")
     if kind == "pairs":
         from ragtune.train.synth import inverse_cloze_pairs
 
