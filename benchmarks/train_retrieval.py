@@ -310,12 +310,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.rerank_pseudo_queries:
                 t1 = time.perf_counter()
                 pseudo = pseudo_queries(corpus_file, args.rerank_pseudo_queries, test_docs, args.seed)
+                ids = [f"pseudo{n}" for n in range(len(pseudo))]
+                pseudo_negatives = mined(first, {i: row["query"] for i, row in zip(ids, pseudo)}, ids,
+                                         {i: {row["doc_id"]: 1} for i, row in zip(ids, pseudo)},
+                                         depth=args.rerank_negatives + 8, docs=docs)
                 in_test = 0
-                for row in pseudo:
-                    hits = first.search(row["query"], mode="hybrid", k=args.rerank_negatives + 8, unit="documents")
-                    others = [h.document_id for h in hits if h.document_id != row["doc_id"]]
-                    texts_by_query[row["query"]] = [docs[d] for d in others]
-                    in_test += sum(1 for d in others[:args.rerank_negatives] if d in test_docs)
+                for i, row in zip(ids, pseudo):
+                    texts_by_query[row["query"]] = [text for _, text in pseudo_negatives[i]]
+                    in_test += sum(1 for d, _ in pseudo_negatives[i][:args.rerank_negatives] if d in test_docs)
                     rows.append({"query": row["query"], "positive": row["positive"]})
                 pseudo_info = {"pairs": len(pseudo), "mining_seconds": time.perf_counter() - t1,
                                "source_documents_judged_by_a_test_query": 0,

@@ -17,7 +17,8 @@ import typer
 
 from ragtune.errors import InputError
 from ragtune.train.data import FIELDS, FORMATS, CheckReport, check, split, write_jsonl_atomic
-from ragtune.train.synth import CLOZE_PHRASINGS, METHODS, PAIR_SENTENCES, project_setup, synthesize
+from ragtune.train.synth import (CLOZE_PHRASINGS, METHODS, PAIR_SENTENCES, inverse_cloze_pairs, project_setup,
+                                 synthesize)
 
 data_app = typer.Typer(no_args_is_help=True, help="Check, split and synthesize training data.")
 
@@ -179,27 +180,22 @@ def synth_command(paths: List[Path] = typer.Argument(..., help="Files and folder
         other = "qa" if kind == "pairs" else "pairs"
         raise InputError(f"{', '.join(misplaced)} applies to --kind {other}, not --kind {kind}")
     if kind == "pairs":
-        from ragtune.train.synth import inverse_cloze_pairs
-
-        ingest, _ = project_setup(_state["project"], "cloze", 1)
-        pairs = inverse_cloze_pairs([str(p) for p in paths], sentence=sentence, max_pairs=max_pairs, seed=seed,
-                                    ingest=ingest)
-        for skipped in pairs.skipped[:SHOWN]:
-            typer.echo(f"warning: skipped {skipped}", err=True)
-        path = write_jsonl_atomic(pairs, out)
-        dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in pairs.dropped.items())
-        typer.echo(f"pairs      {len(pairs):>7}  (inverse-cloze, {sentence} sentence)")
-        typer.echo(f"passages left out {sum(pairs.dropped.values())}" + (f"  ({dropped})" if dropped else ""))
-        typer.echo(f"wrote {path}")
-        return
-    ingest, generator = project_setup(_state["project"], method, per_fact)
-    rows = synthesize([str(p) for p in paths], method=method, generator=generator, per_fact=per_fact,
-                      max_facts=max_facts, seed=seed, ingest=ingest)
+        ingest, _ = project_setup(_state["project"], "cloze", 1)  # the project's ingest settings; no generator
+        rows = inverse_cloze_pairs([str(p) for p in paths], sentence=sentence, max_pairs=max_pairs, seed=seed,
+                                   ingest=ingest)
+    else:
+        ingest, generator = project_setup(_state["project"], method, per_fact)
+        rows = synthesize([str(p) for p in paths], method=method, generator=generator, per_fact=per_fact,
+                          max_facts=max_facts, seed=seed, ingest=ingest)
     for skipped in rows.skipped[:SHOWN]:
         typer.echo(f"warning: skipped {skipped}", err=True)
     path = write_jsonl_atomic(rows, out)
-    methods = ", ".join(f"{name} {n}" for name, n in Counter(row["method"] for row in rows).items())
     dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in rows.dropped.items())
-    typer.echo(f"facts      {rows.facts:>7}\nquestions  {len(rows):>7}  ({methods})")
-    typer.echo(f"dropped    {sum(rows.dropped.values()):>7}" + (f"  ({dropped})" if dropped else ""))
+    if kind == "pairs":
+        typer.echo(f"pairs      {len(rows):>7}  (inverse-cloze, {sentence} sentence)")
+        typer.echo(f"passages left out {sum(rows.dropped.values())}" + (f"  ({dropped})" if dropped else ""))
+    else:
+        methods = ", ".join(f"{name} {n}" for name, n in Counter(row["method"] for row in rows).items())
+        typer.echo(f"facts      {rows.facts:>7}\nquestions  {len(rows):>7}  ({methods})")
+        typer.echo(f"dropped    {sum(rows.dropped.values()):>7}" + (f"  ({dropped})" if dropped else ""))
     typer.echo(f"wrote {path}")

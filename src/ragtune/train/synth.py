@@ -149,6 +149,36 @@ def read_documents(paths: Iterable[str | Path], ingest: IngestConfig | None = No
     return documents, [f"{where}: {why}" for where, why in report.skipped]
 
 
+def gather_documents(documents: Iterable[Document | str | Path] | Document | str | Path,
+                     ingest: IngestConfig | None) -> tuple[list[Document], list[str], str]:
+    """(Documents given as they are plus those read from the given files and folders, "path: why"
+    of skipped files, the input named for messages); InputError when there is no document at all."""
+    given = [documents] if isinstance(documents, (str, Path, Document)) else list(documents)
+    paths = [d for d in given if not isinstance(d, Document)]
+    read, skipped = read_documents(paths, ingest) if paths else ([], [])
+    found = [d for d in given if isinstance(d, Document)] + read
+    where = ", ".join(map(str, paths)) or f"{len(found)} documents"
+    if not found:
+        raise InputError(f"no readable documents in {where}" + (f" ({'; '.join(skipped[:3])})" if skipped else ""))
+    return found, skipped, where
+
+
+def sentence_groups(text: str, size: int) -> list[list[str]]:
+    """The sentences of `text` (whitespace collapsed) in runs of up to `size` characters joined by
+    spaces, in reading order; a sentence longer than `size` is a run of its own."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    length = -1
+    for sentence in [" ".join(s.split()) for s in sentences(text)] + [None]:
+        if current and (sentence is None or length + 1 + len(sentence) > size):
+            groups.append(current)
+            current, length = [], -1
+        if sentence:
+            current.append(sentence)
+            length += 1 + len(sentence)
+    return groups
+
+
 # ---------------------------------------------------------------- cloze
 
 
@@ -284,16 +314,11 @@ def passages(documents: Iterable[Document], size: int = PASSAGE_CHARS) -> list[P
     out = []
     for doc in documents:
         for section in doc.sections:
-            title, current, length = header_of(doc, section.title), [], -1
-            for sentence in [" ".join(s.split()) for s in sentences(section.text)] + [None]:
-                if current and (sentence is None or length + 1 + len(sentence) > size):
-                    text = " ".join(current)
-                    if len(text.split()) >= 12:
-                        out.append(Passage(doc.id, title, text))
-                    current, length = [], -1
-                if sentence:
-                    current.append(sentence)
-                    length += 1 + len(sentence)
+            title = header_of(doc, section.title)
+            for group in sentence_groups(section.text, size):
+                text = " ".join(group)
+                if len(text.split()) >= 12:
+                    out.append(Passage(doc.id, title, text))
     return out
 
 
@@ -438,13 +463,7 @@ def synthesize(documents: Iterable[Document | str | Path], *, method: str = "aut
     if method == "cloze" and per_fact > CLOZE_PHRASINGS:
         raise InputError(f"{per_fact} phrasings per fact: cloze makes at most {CLOZE_PHRASINGS}; ask for fewer, or "
                          f"use a generator (generator.backend hf or openai)")
-    given = [documents] if isinstance(documents, (str, Path, Document)) else list(documents)
-    paths = [d for d in given if not isinstance(d, Document)]
-    read, skipped = read_documents(paths, ingest) if paths else ([], [])
-    documents = [d for d in given if isinstance(d, Document)] + read
-    where = ", ".join(map(str, paths)) or f"{len(documents)} documents"
-    if not documents:
-        raise InputError(f"no readable documents in {where}" + (f" ({'; '.join(skipped[:3])})" if skipped else ""))
+    documents, skipped, where = gather_documents(documents, ingest)
     dropped: dict[str, int] = {}
     if method == "generator":
         facts = generator_facts(generator, documents, per_fact, max_facts, seed, dropped, progress)
@@ -490,38 +509,22 @@ def inverse_cloze_pairs(documents: Iterable[Document | str | Path], *, sentence:
         raise InputError(f"unknown sentence choice '{sentence}': use one of {', '.join(PAIR_SENTENCES)}")
     if max_pairs is not None and max_pairs < 1:
         raise InputError("max_pairs must be at least 1")
-    given = [documents] if isinstance(documents, (str, Path, Document)) else list(documents)
-    paths = [d for d in given if not isinstance(d, Document)]
-    read, skipped = read_documents(paths, ingest) if paths else ([], [])
-    documents = [d for d in given if isinstance(d, Document)] + read
-    where = ", ".join(map(str, paths)) or f"{len(documents)} documents"
-    if not documents:
-        raise InputError(f"no readable documents in {where}" + (f" ({'; '.join(skipped[:3])})" if skipped else ""))
+    documents, skipped, where = gather_documents(documents, ingest)
     rng = random.Random(seed)
     rows, dropped = [], {"under_3_sentences": 0, "without_a_6_to_60_word_sentence": 0}
     for doc in documents:
         for section in doc.sections:
             title = header_of(doc, section.title)
-            parts = [" ".join(s.split()) for s in sentences(section.text)]
-            groups, current, length = [], [], -1
-            for part in parts + [None]:
-                if current and (part is None or length + 1 + len(part) > passage_chars):
-                    groups.append(current)
-                    current, length = [], -1
-                if part:
-                    current.append(part)
-                    length += 1 + len(part)
-            for group in groups:
+            for group in sentence_groups(section.text, passage_chars):
                 if len(group) < 3:
                     dropped["under_3_sentences"] += 1
                     continue
-                choices = [i for i, text in enumerate(group) if usable(clean_sentence(text))]
-                if sentence == "last":
-                    choices = [i for i in choices if i == len(group) - 1]
+                candidates = range(len(group) - 1, len(group)) if sentence == "last" else range(len(group))
+                choices = [i for i in candidates if usable(clean_sentence(group[i]))]
                 if not choices:
                     dropped["without_a_6_to_60_word_sentence"] += 1
                     continue
-                i = choices[-1] if sentence == "last" else rng.choice(choices)
+                i = choices[0] if sentence == "last" else rng.choice(choices)
                 rest = " ".join(group[:i] + group[i + 1:])
                 rows.append({"id": "", "query": clean_sentence(group[i]),
                              "positive": f"{title}\n{rest}" if title else rest, "source": doc.id,
