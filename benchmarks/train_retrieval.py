@@ -13,7 +13,8 @@
    and hybrid nDCG@10 on the 300 test queries, base vs fine-tuned.
 4. Train a cross-encoder reranker through `ragtune.train.reranker.train_reranker` on the same train
    queries with negatives mined by the best first stage, score that first stage's top 50 documents
-   once per test query (the reranker reads each document's best chunk), and report nDCG@10 for the
+   once per test query (the reranker reads each document's title and abstract, cut at
+   --rerank-max-length tokens), and report nDCG@10 for the
    top N in {10, 20, 50} reranked, with a paired bootstrap 95% interval of the gain over the first
    stage, and the latency per query of each N. Each N also fused with the first-stage order
    (rag.rerank.first_stage_weight, reciprocal-rank fusion), the weight chosen on the validation

@@ -448,21 +448,106 @@ def _is_out_of_memory(exc: BaseException) -> bool:
                                               or "failed to allocate" in text)
 
 
-def out_of_memory_advice(options: TrainOptions, hints: Iterable[str] = ()) -> str:
-    """What to change when a step does not fit in memory (a half batch twice keeps the effective batch)."""
-    smaller = max(1, options.batch_size // 2)
-    accumulate = options.gradient_accumulation * options.batch_size // smaller
+def out_of_memory_advice(options: TrainOptions, hints: Iterable[str] = (), batch: int | None = None,
+                         note: str = "") -> str:
+    """What to change when a step does not fit in memory: `batch` (default half the batch size)
+    with the accumulation that keeps the effective batch, the command's `hints`, a shorter length."""
+    batch = batch or max(1, options.batch_size // 2)
     effective = options.batch_size * options.gradient_accumulation
-    lines = [f"--batch-size {smaller} --gradient-accumulation {accumulate} (same effective batch of {effective})",
-             *hints, f"a shorter --max-length (now {options.max_length})"]
-    return "; or ".join(lines)
+    accumulate = -(-effective // batch)
+    smaller = [f"--batch-size {batch} --gradient-accumulation {accumulate} (effective batch {batch * accumulate}"
+               f"{note})"] if batch < options.batch_size else []
+    return "; or ".join([*smaller, *hints, f"a shorter --max-length (now {options.max_length})"])
+
+
+# Peak memory of one CPU training step (fp32 weights, AdamW, SDPA attention), fitted on
+# all-MiniLM-L6-v2 with torch 2.13: per sequence of L tokens and per transformer layer, about
+# 10.4 bytes per attention head x L^2 (scores, probabilities, dropout) and 145 bytes per hidden
+# unit x L; plus 12 bytes per trainable weight (gradient and two AdamW moments). Measured against
+# real steps by benchmarks/train_memory.py (results/train-memory.json).
+ATTENTION_BYTES, HIDDEN_BYTES, OPTIMIZER_BYTES = 10.4, 145.0, 12.0
+MEMORY_HEADROOM = 0.8  # warn when a step may need more than this share of the free memory
+
+
+def _transformer(model):
+    """The `transformers` model inside `model` (a sentence-transformers or peft wrapper, or itself)."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if getattr(config, "num_hidden_layers", None) and getattr(config, "hidden_size", None):
+            return module
+    return None
+
+
+def step_memory_bytes(model, sequences: int, max_length: int) -> int | None:
+    """Bytes one training step of `sequences` texts of up to `max_length` tokens may add on CPU
+    (an upper bound: dynamic padding makes most batches shorter); None when the model is not a
+    transformer this estimate knows, or its layers are frozen (a linear probe keeps no activations)."""
+    import torch
+
+    hf = _transformer(model)
+    if hf is None:
+        return None
+    layers = next((m for m in hf.modules() if isinstance(m, torch.nn.ModuleList)), None)
+    if layers is None or not any(p.requires_grad for p in layers.parameters()):
+        return None
+    config = hf.config
+    heads = getattr(config, "num_attention_heads", None) or 1
+    per_sequence = config.num_hidden_layers * (heads * max_length ** 2 * ATTENTION_BYTES
+                                               + config.hidden_size * max_length * HIDDEN_BYTES)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return int(sequences * per_sequence + trainable * OPTIMIZER_BYTES)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take: the system's available memory, or what is left under a
+    cgroup (container) limit when that is less; None where neither can be read."""
+    try:
+        import psutil
+
+        free = int(psutil.virtual_memory().available)
+    except (ImportError, OSError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            free = min(free, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def memory_warning(model, options: TrainOptions, texts_per_example: int, processes: int = 1,
+                   free: int | None = None, hints: Iterable[str] = ()) -> str | None:
+    """A warning when one CPU training step may not fit in the free memory (where Linux kills the
+    process without an error), with a batch size that would fit; None when it fits or cannot be told."""
+    need = step_memory_bytes(model, options.batch_size * texts_per_example, options.max_length)
+    free = available_memory_bytes() if free is None else free
+    if need is None or free is None or need * processes <= MEMORY_HEADROOM * free:
+        return None
+    gib = 2 ** 30
+    fitting, batch, note = options.batch_size, options.batch_size, ""  # fitting: none found yet
+    while batch > 1:
+        batch //= 2
+        fits = step_memory_bytes(model, batch * texts_per_example, options.max_length) * processes
+        if fits <= MEMORY_HEADROOM * free:
+            fitting, note = batch, f", about {fits / gib:.1f} GiB a step"
+            break
+    advice = out_of_memory_advice(options, hints, batch=fitting, note=note)
+    texts = f" x {texts_per_example} texts" if texts_per_example > 1 else ""
+    on = f" on each of {processes} processes" if processes > 1 else ""
+    return (f"one training step may need about {need / gib:.1f} GiB{on} (batch {options.batch_size}{texts} of up to "
+            f"{options.max_length} tokens) but about {free / gib:.1f} GiB is free; on CPU the system may kill the "
+            f"run without an error message. Try {advice}")
 
 
 def run_training(trainer, options: TrainOptions, run_dir: str | os.PathLike, *,
-                 oom_hints: Iterable[str] = (), title: str = "loss"):
+                 oom_hints: Iterable[str] = (), title: str = "loss",
+                 texts_per_example: int = 1):
     """Train with `trainer` (built on `training_arguments`): resume, early stopping, JSONL log,
-    Ctrl-C -> checkpoint, out of memory -> TrainingError with advice, loss curve. Returns the
-    trainer's TrainOutput."""
+    Ctrl-C -> checkpoint, out of memory -> TrainingError with advice, loss curve; on CPU, a warning
+    first when a step of `options.batch_size` examples of `texts_per_example` texts each may not
+    fit in memory. Returns the trainer's TrainOutput."""
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     run_dir = Path(run_dir)
@@ -473,6 +558,11 @@ def run_training(trainer, options: TrainOptions, run_dir: str | os.PathLike, *,
         trainer.remove_callback(PrinterCallback)
     if options.patience is not None and trainer.args.eval_strategy != "no":
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=options.patience))
+    if is_main_process() and getattr(trainer.args, "device", None) is not None and trainer.args.device.type == "cpu":
+        here = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))  # processes sharing this machine's memory
+        warning = memory_warning(trainer.model, options, texts_per_example, processes=here, hints=oom_hints)
+        if warning:
+            log.warning(warning)
     resume_from = None
     if options.resume:
         resume_from = latest_checkpoint(checkpoints, clean=is_main_process())

@@ -145,7 +145,8 @@ def train_embedder(train: Any, validation: Any = None, *, model: str = DEFAULT_M
     trainer = atomic_trainer(SentenceTransformerTrainer)(
         model=network, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         loss=MultipleNegativesRankingLoss(network), evaluator=evaluator, callbacks=callbacks)
-    output = run_training(trainer, options, out, title="embedder loss (in-batch negatives)")
+    output = run_training(trainer, options, out, title="embedder loss (in-batch negatives)",
+                          texts_per_example=len(train_dataset.column_names))
     metrics["train"] = train_summary(trainer, output)
     if evaluator is not None:
         metrics["validation"] = _scores(evaluator, trainer.model)

@@ -215,7 +215,9 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
     trainer = atomic_trainer(CrossEncoderTrainer)(
         model=network, args=args, train_dataset=train_dataset, loss=objective, evaluator=evaluator,
         callbacks=callbacks, optimizers=(_optimizer(network, options, head_learning_rate), None))
-    output = run_training(trainer, options, out, title=f"reranker loss ({loss_name})")
+    # A listwise step reads each query with its positive, its negatives and the in-batch ones.
+    texts = 1 if loss == "bce" else len(train_dataset.column_names) - 1 + (in_batch or 0)
+    output = run_training(trainer, options, out, title=f"reranker loss ({loss_name})", texts_per_example=texts)
     metrics["train"] = train_summary(trainer, output, queries=len(groups["train"]),
                                      pairs=sum(1 + len(g["negative"]) for g in groups["train"]))
     if evaluator is not None:
