@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue the reranker from the last complete checkpoint in WORKDIR/reranker (same settings)")
     parser.add_argument("--rerank-pseudo-queries", type=int, default=0,
                         help="add this many inverse-cloze pairs from the corpus to the reranker's training (see pseudo_queries)")
+    parser.add_argument("--rerank-model", default=None,
+                        help="encoder the cross-encoder starts from (HF id or folder; 'embedder' = this run's "
+                             "fine-tuned embedder; default all-MiniLM-L6-v2, as `ragtune train reranker`)")
     parser.add_argument("--rerank-max-length", type=int, default=192,
                         help="tokens per (query, abstract) pair in reranker training and scoring")
     parser.add_argument("--rerank-backend", default="onnx", choices=["onnx", "cross-encoder"],
@@ -332,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                                    max_length=args.rerank_max_length, eval_steps=eval_steps,
                                    logging_steps=max(1, eval_steps // 4), resume=args.resume_reranker)
             t0 = time.perf_counter()
-            rr = train_reranker(rows, pair_rows(val_qids, queries, train_rel, docs), options=options,
+            start = {} if args.rerank_model is None else {
+                "model": str(emb_dir) if args.rerank_model == "embedder" else args.rerank_model}
+            rr = train_reranker(rows, pair_rows(val_qids, queries, train_rel, docs), options=options, **start,
                                 negatives_per_query=args.rerank_negatives, mine_from=lambda q: texts_by_query.get(q, []),
                                 loss=args.rerank_loss, head_learning_rate=args.rerank_head_learning_rate)
             rr_training = {"seconds": time.perf_counter() - t0, "mining_seconds": mining_seconds,
