@@ -558,7 +558,7 @@ def run_training(trainer, options: TrainOptions, run_dir: str | os.PathLike, *,
         trainer.remove_callback(PrinterCallback)
     if options.patience is not None and trainer.args.eval_strategy != "no":
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=options.patience))
-    if is_main_process() and getattr(trainer.args, "device", None) is not None and trainer.args.device.type == "cpu":
+    if is_main_process() and trainer.args.device.type == "cpu":
         here = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))  # processes sharing this machine's memory
         warning = memory_warning(trainer.model, options, texts_per_example, processes=here, hints=oom_hints)
         if warning:

@@ -203,7 +203,7 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
         metrics["validation_before"] = _scores(evaluator, network)
     if loss == "bce":
         train_dataset, objective = Dataset.from_dict(_labelled_pairs(groups["train"])), BinaryCrossEntropyLoss(network)
-        loss_name = "binary cross-entropy"
+        loss_name, texts = "binary cross-entropy", 1  # texts a step reads per example
     else:
         in_batch = min(IN_BATCH_NEGATIVES, options.batch_size - 1) or None
         train_dataset = Dataset.from_dict(_listwise_columns(groups["train"]))
@@ -211,12 +211,12 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
         # library's default sigmoid x 10 saturates, and once every logit is large nothing is learned.
         objective = MultipleNegativesRankingLoss(network, num_negatives=in_batch, scale=1.0,
                                                  activation_fn=_identity())
-        loss_name = f"listwise softmax, {len(train_dataset.column_names) - 2} negatives + {in_batch or 0} in-batch"
+        negatives = len(train_dataset.column_names) - 2  # the columns: query, positive, negative_1..n
+        loss_name = f"listwise softmax, {negatives} negatives + {in_batch or 0} in-batch"
+        texts = 1 + negatives + (in_batch or 0)  # each query with its positive, negatives and in-batch ones
     trainer = atomic_trainer(CrossEncoderTrainer)(
         model=network, args=args, train_dataset=train_dataset, loss=objective, evaluator=evaluator,
         callbacks=callbacks, optimizers=(_optimizer(network, options, head_learning_rate), None))
-    # A listwise step reads each query with its positive, its negatives and the in-batch ones.
-    texts = 1 if loss == "bce" else len(train_dataset.column_names) - 1 + (in_batch or 0)
     output = run_training(trainer, options, out, title=f"reranker loss ({loss_name})", texts_per_example=texts)
     metrics["train"] = train_summary(trainer, output, queries=len(groups["train"]),
                                      pairs=sum(1 + len(g["negative"]) for g in groups["train"]))
