@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rerank-epochs", type=float, default=1.0)
     parser.add_argument("--rerank-learning-rate", type=float, default=3e-5)
     parser.add_argument("--rerank-negatives", type=int, default=3, help="negatives per training query (mined)")
+    parser.add_argument("--rerank-deep-negatives", type=int, default=0,
+                        help="of the --rerank-negatives, this many are drawn at random from the first stage's "
+                             "ranks below the hard ones down to 50 (the range the reranker scores), not from its top")
     parser.add_argument("--rerank-loss", default="listwise", choices=["listwise", "bce"])
     parser.add_argument("--rerank-head-learning-rate", type=float, default=1e-3,
                         help="learning rate of the cross-encoder's new scoring head")
@@ -291,10 +294,23 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         # Negatives in the positives' form (title + abstract): a cross-encoder given positives and
         # negatives in two different forms learns the form, not relevance.
-        rerank_negatives = mined(first, queries, fit_qids + val_qids, train_rel, depth=args.rerank_negatives + 8,
-                                 docs=docs)
+        if not 0 <= args.rerank_deep_negatives <= args.rerank_negatives:
+            fail("--rerank-deep-negatives must be between 0 and --rerank-negatives")
+        depth = max(TOP_N) if args.rerank_deep_negatives else args.rerank_negatives + 8
+        negative_rng = random.Random(args.seed)
+
+        def chosen_negatives(found: list) -> list:
+            """(doc id, text) of the negatives in the order train_reranker takes them: the hard ones
+            (the first stage's top non-relevant documents), then the deep ones drawn below them."""
+            hard = args.rerank_negatives - args.rerank_deep_negatives
+            if not args.rerank_deep_negatives:
+                return found
+            deep = found[hard + 2:]  # the two right after the hard ones stay out, as likely unjudged positives
+            return found[:hard] + negative_rng.sample(deep, min(args.rerank_deep_negatives, len(deep)))
+
+        rerank_negatives = mined(first, queries, fit_qids + val_qids, train_rel, depth=depth, docs=docs)
         mining_seconds = time.perf_counter() - t0
-        texts_by_query = {queries[q]: [t for _, t in rerank_negatives[q]] for q in fit_qids + val_qids}
+        texts_by_query = {queries[q]: [t for _, t in chosen_negatives(rerank_negatives[q])] for q in fit_qids + val_qids}
         from ragtune.train.reranker import train_reranker
 
         rr_dir = workdir / "reranker"
@@ -317,11 +333,12 @@ def main(argv: list[str] | None = None) -> int:
                 ids = [f"pseudo{n}" for n in range(len(pseudo))]
                 pseudo_negatives = mined(first, {i: row["query"] for i, row in zip(ids, pseudo)}, ids,
                                          {i: {row["doc_id"]: 1} for i, row in zip(ids, pseudo)},
-                                         depth=args.rerank_negatives + 8, docs=docs)
+                                         depth=depth, docs=docs)
                 in_test = 0
                 for i, row in zip(ids, pseudo):
-                    texts_by_query[row["query"]] = [text for _, text in pseudo_negatives[i]]
-                    in_test += sum(1 for d, _ in pseudo_negatives[i][:args.rerank_negatives] if d in test_docs)
+                    chosen = chosen_negatives(pseudo_negatives[i])[:args.rerank_negatives]
+                    texts_by_query[row["query"]] = [text for _, text in chosen]
+                    in_test += sum(1 for d, _ in chosen if d in test_docs)
                     rows.append({"query": row["query"], "positive": row["positive"]})
                 pseudo_info = {"pairs": len(pseudo), "mining_seconds": time.perf_counter() - t1,
                                "source_documents_judged_by_a_test_query": 0,
