@@ -1,6 +1,7 @@
 """`index`, `search`, `ask` and `serve` run unchanged on the server stores: a project whose
 ragtune.yaml says `store: {backend: pgvector, ...}` (a real PostgreSQL) or `{backend: qdrant}`
-(qdrant-client's local mode) answers from examples/docs like the embedded store does."""
+(qdrant-client's local mode) answers from examples/docs like the embedded store does, the server
+on loopback HTTP (uvicorn) as in tests/test_serve.py."""
 from __future__ import annotations
 
 import pytest
@@ -34,21 +35,25 @@ def test_index_search_ask_serve(backend, request, tmp_path):
     answer = RAG(project).ask(QUESTION)
     assert "7741" in answer.text and answer.citations
     pytest.importorskip("fastapi")
-    from fastapi.testclient import TestClient
+    pytest.importorskip("uvicorn")
+    import httpx
 
     from ragtune.serve.app import create_app
     from ragtune.serve.auth import KeyStore
+    from tests.test_serve import live_server
 
     keys = KeyStore(folder, env="")
     secret, _ = keys.create([], write=True, name="admin")
-    with TestClient(create_app(project, keys=keys)) as client:
-        auth = {"Authorization": f"Bearer {secret}"}
+    auth = {"Authorization": f"Bearer {secret}"}
+    with live_server(create_app(project, keys=keys)) as url, httpx.Client(base_url=url, headers=auth, timeout=60) as client:
         doc = {"id": "notes/kiwi", "title": "Kiwi", "text": "The kiwi protocol uses port 9931.", "groups": []}
-        assert client.post("/documents", json={"documents": [doc]}, headers=auth).status_code == 200
-        hits = client.post("/search", json={"query": "kiwi protocol port", "k": 1, "mode": "bm25"}, headers=auth).json()
+        assert client.post("/documents", json={"documents": [doc]}).status_code == 200
+        hits = client.post("/search", json={"query": "kiwi protocol port", "k": 1, "mode": "bm25"}).json()
         assert hits["hits"][0]["document_id"] == "notes/kiwi"
-        assert client.delete("/documents/notes/kiwi", headers=auth).status_code == 200
-        reply = client.post("/v1/chat/completions", headers=auth, json={
+        assert client.delete("/documents/notes/kiwi").status_code == 200
+        gone = client.post("/search", json={"query": "kiwi protocol port", "k": 1, "mode": "bm25"}).json()
+        assert all(h["document_id"] != "notes/kiwi" for h in gone["hits"])
+        reply = client.post("/v1/chat/completions", json={
             "model": "ragtune-rag", "messages": [{"role": "user", "content": QUESTION}]}).json()
         assert "7741" in reply["choices"][0]["message"]["content"]
     project.close()
