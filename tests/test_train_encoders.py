@@ -251,6 +251,8 @@ def test_reranker_trains_on_mined_negatives_and_reloads(reranker_run, tiny_bert)
     scores = CrossEncoder(str(out)).predict(pairs)
     assert scores.shape == (4,) and np.isfinite(scores).all()
     assert json.loads((out / "ragtune_run.json").read_text())["loss"] == "listwise"
+    assert reranker_run.result.new_head  # the tiny BERT is an encoder without a scoring head
+    assert f"rerank: {{model: {out}, first_stage_weight: 0.6}}" in (out / "README.md").read_text()
 
 
 def test_reranker_bce_loss_trains_on_labelled_pairs(tiny_bert, data, tmp_path_factory):
@@ -485,9 +487,15 @@ def test_cli_trains_the_embedder_and_reranker_from_mapped_csv(cli, tiny_bert, kb
     result = cli("train", "reranker", "--train", pairs, *mapping, *common, "--out", tmp_path / "rr",
                  "--negatives", 2, "--project", kb_folder)
     assert result.exit_code == 0, result.output
-    _saved(result.stdout, "reranker", tmp_path / "rr", f"rerank: {{model: {tmp_path / 'rr'}}}")
+    # started from an embedding model: the head is new, so the next step suggests fusing with retrieval
+    _saved(result.stdout, "reranker", tmp_path / "rr", f"rerank: {{model: {tmp_path / 'rr'}, first_stage_weight: 0.6}}}}")
     run = json.loads((tmp_path / "rr" / "ragtune_run.json").read_text())
     assert run["mined"] is True and run["negatives_per_query"] == 2
+
+    again = cli("train", "reranker", "--train", pairs, *mapping, *common[2:], "--model", tmp_path / "rr",
+                "--out", tmp_path / "rr2")
+    assert again.exit_code == 0, again.output  # from a cross-encoder: its head is trained, no fusion hint
+    _saved(again.stdout, "reranker", tmp_path / "rr2", f"rerank: {{model: {tmp_path / 'rr2'}}}}}` in ragtune.yaml")
 
 
 def test_cli_trains_the_reader_from_mapped_csv(cli, tiny_bert, tmp_path):
