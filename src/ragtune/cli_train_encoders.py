@@ -86,20 +86,16 @@ def reranker_command(
     options: TrainOptions = None,
 ):
     """Train a cross-encoder reranker on (query, positive) pairs and mined negatives."""
-    from ragtune.train.reranker import SUGGESTED_FIRST_STAGE_WEIGHT, train_reranker
+    from ragtune.train.reranker import rerank_setting, train_reranker
 
     miner = _project_miner(project, negatives + 1) if project is not None else None
     result = _run(lambda: train_reranker(train, validation, model=model, options=options, columns=_columns(column),
                                          negatives_per_query=negatives, mine_from=miner, loss=loss,
                                          head_learning_rate=head_learning_rate,
                                          progress=not quiet))
-    if result.new_head:  # SciFact (README): alone it ranked below the first stage in every run, fused it tied
-        _echo_saved("reranker", result, f"set `rag: {{rerank: {{model: {result.output_dir}, first_stage_weight: "
-                                        f"{SUGGESTED_FIRST_STAGE_WEIGHT}}}}}` in ragtune.yaml: a reranker trained "
-                                        f"from an embedding model on your data alone does better fused with the "
-                                        f"retrieval order; choose the weight on validation queries")
-    else:
-        _echo_saved("reranker", result, f"set `rag: {{rerank: {{model: {result.output_dir}}}}}` in ragtune.yaml")
+    why = (": a reranker trained from an embedding model on your data alone does better fused with the retrieval "
+           "order; choose the weight on validation queries") if result.new_head else ""  # SciFact, README
+    _echo_saved("reranker", result, f"set `{rerank_setting(result.output_dir, result.new_head)}` in ragtune.yaml{why}")
 
 
 def reader_command(

@@ -56,6 +56,17 @@ zero), while fused with the first-stage order it tied it (-0.020 to +0.012, each
 zero); the weights chosen on validation for top 20 ranged 0.4-0.8, median 0.6."""
 
 
+def rerank_setting(model_dir: Path | str, new_head: bool) -> str:
+    """The ragtune.yaml line that uses a trained reranker: fused with the first stage when its head
+    was learned from the user's data alone (see SUGGESTED_FIRST_STAGE_WEIGHT).
+
+    >>> rerank_setting("models/rr", new_head=True)
+    'rag: {rerank: {model: models/rr, first_stage_weight: 0.6}}'
+    """
+    fused = f", first_stage_weight: {SUGGESTED_FIRST_STAGE_WEIGHT}" if new_head else ""
+    return f"rag: {{rerank: {{model: {model_dir}{fused}}}}}"
+
+
 class RerankerResult(NamedTuple):
     output_dir: Path
     metrics: dict
@@ -238,11 +249,10 @@ def train_reranker(train: Any, validation: Any = None, *, model: str = DEFAULT_M
             trainer.model.save(str(out))
         write_json_atomic(out / "metrics.json", metrics)
         card_metrics = {k: metrics[k] for k in ("validation_before", "validation") if k in metrics}
-        fused = f", first_stage_weight: {SUGGESTED_FIRST_STAGE_WEIGHT}" if new_head else ""
         write_model_card(out, title=f"Reranker (cross-encoder) fine-tuned from {model}", base_model=model,
                          task="passage reranking", data=record["data"], options=options, metrics=card_metrics,
                          pipeline_tag="text-ranking",
                          details={"Loss": f"{loss_name}, 1 logit", "Head learning rate": head_learning_rate, "Negatives per query": negatives_per_query,
                                   "Mined negatives": "yes" if mine_from else "no", "Steps": output.global_step,
-                                  "Use": f"rag: {{rerank: {{model: {out}{fused}}}}} in ragtune.yaml"})
+                                  "Use": f"{rerank_setting(out, new_head)} in ragtune.yaml"})
     return RerankerResult(out, metrics, new_head)
